@@ -1,0 +1,31 @@
+//! # vapgen
+//!
+//! Race-free generation of ValidatingAdmissionPolicies (VAP) and their bindings (VAPB) from
+//! Gatekeeper ConstraintTemplates and Constraints, with the decision logic in a sandboxed
+//! WebAssembly component.
+//!
+//! ```text
+//!  YAML / cluster ──► snapshot (per kind) ──► Decider (wasm) ──► KindPlan ──► objects
+//!   templates          template JSON +         plan_kind          decision     VAP JSON
+//!   constraints        Constraint records                         bindings     VAPB JSON
+//! ```
+//!
+//! * [`runtime`] loads and runs decision modules (limits, precompile cache, digest pin).
+//! * [`manifest`] reads Kubernetes objects from YAML files.
+//! * [`snapshot`] turns objects into the module's inputs.
+//! * [`render`] turns a plan into Kubernetes objects.
+//! * [`planner`] ties them together for a set of objects (used by `vapgen plan`).
+//! * [`suite`] runs decision test suites (`vapgen test`).
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod manifest;
+pub mod planner;
+pub mod render;
+pub mod runtime;
+pub mod snapshot;
+pub mod suite;
+
+pub use runtime::{CallError, Decider, LoadError, Runtime, RuntimeConfig};
+pub use vapgen_guest::model;

@@ -1,0 +1,202 @@
+//! Turning a plan into Kubernetes objects (JSON), ready for server-side apply or YAML output.
+
+use serde_json::{Map, Value, json};
+use vapgen_guest::model::BindingSpec;
+
+/// API version of the generated objects.
+pub const ADMISSION_V1: &str = "admissionregistration.k8s.io/v1";
+/// Kind of a generated policy.
+pub const VAP_KIND: &str = "ValidatingAdmissionPolicy";
+/// Kind of a generated binding.
+pub const VAPB_KIND: &str = "ValidatingAdmissionPolicyBinding";
+
+/// The object that controls a generated object (its controller owner reference).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// e.g. `constraints.gatekeeper.sh/v1beta1`.
+    pub api_version: String,
+    /// e.g. `K8sRequiredLabels`.
+    pub kind: String,
+    /// Owner name.
+    pub name: String,
+    /// Owner UID.
+    pub uid: String,
+}
+
+impl Owner {
+    /// The owner of a binding: the constraint, at the version Gatekeeper uses.
+    pub fn constraint(kind: &str, name: &str, uid: &str) -> Self {
+        Owner {
+            api_version: "constraints.gatekeeper.sh/v1beta1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: uid.into(),
+        }
+    }
+
+    /// The owner reference as JSON (`controller: true`, `blockOwnerDeletion: true`).
+    pub fn to_reference(&self) -> Value {
+        json!({
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": true,
+            "blockOwnerDeletion": true,
+        })
+    }
+}
+
+/// Builds the binding object for a plan's [`BindingSpec`]. The owner reference is set when an
+/// owner with a UID is known (offline plans have none).
+pub fn binding_object(spec: &BindingSpec, owner: Option<&Owner>) -> Result<Value, String> {
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), Value::String(spec.name.clone()));
+    if let Some(o) = owner.filter(|o| !o.uid.is_empty()) {
+        metadata.insert(
+            "ownerReferences".into(),
+            Value::Array(vec![o.to_reference()]),
+        );
+    }
+    let mut match_resources = Map::new();
+    if let Some(s) = &spec.object_selector {
+        match_resources.insert(
+            "objectSelector".into(),
+            parse_selector(s, "objectSelector")?,
+        );
+    }
+    if let Some(s) = &spec.namespace_selector {
+        match_resources.insert(
+            "namespaceSelector".into(),
+            parse_selector(s, "namespaceSelector")?,
+        );
+    }
+    let actions: Vec<Value> = spec
+        .validation_actions
+        .iter()
+        .map(|a| Value::String(a.as_str().into()))
+        .collect();
+    Ok(json!({
+        "apiVersion": ADMISSION_V1,
+        "kind": VAPB_KIND,
+        "metadata": Value::Object(metadata),
+        "spec": {
+            "policyName": spec.policy_name,
+            "paramRef": {"name": spec.param_name, "parameterNotFoundAction": "Allow"},
+            "validationActions": actions,
+            "matchResources": Value::Object(match_resources),
+        }
+    }))
+}
+
+fn parse_selector(s: &str, field: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(format!(
+            "the module returned a {field} that is not an object"
+        )),
+        Err(e) => Err(format!(
+            "the module returned a {field} that is not JSON: {e}"
+        )),
+    }
+}
+
+/// Parses and checks the policy JSON a module returned: it must be a v1 VAP named `name`.
+pub fn policy_object(json: &str, name: &str) -> Result<Value, String> {
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| format!("the module returned a policy that is not JSON: {e}"))?;
+    let av = v.get("apiVersion").and_then(Value::as_str);
+    let kind = v.get("kind").and_then(Value::as_str);
+    let n = v.pointer("/metadata/name").and_then(Value::as_str);
+    if av != Some(ADMISSION_V1) || kind != Some(VAP_KIND) {
+        return Err(format!(
+            "the module returned {:?}/{:?}, expected {ADMISSION_V1} {VAP_KIND}",
+            av, kind
+        ));
+    }
+    if n != Some(name) {
+        return Err(format!(
+            "the module returned a policy named {n:?}, expected {name:?}"
+        ));
+    }
+    if !v.get("spec").is_some_and(Value::is_object) {
+        return Err("the module returned a policy without spec".into());
+    }
+    Ok(v)
+}
+
+/// Serialises objects as a multi-document YAML stream that `kubectl apply -f -` accepts.
+pub fn to_yaml_stream(objects: &[Value]) -> String {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(o).unwrap_or_else(|e| format!("# unprintable: {e}\n")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vapgen_guest::model::ValidationAction;
+
+    fn spec() -> BindingSpec {
+        BindingSpec {
+            name: "gatekeeper-k8srequiredlabels-ns-must-have-owner".into(),
+            policy_name: "gatekeeper-k8srequiredlabels".into(),
+            param_name: "ns-must-have-owner".into(),
+            validation_actions: vec![ValidationAction::Deny],
+            object_selector: Some(r#"{"matchLabels":{"team":"payments"}}"#.into()),
+            namespace_selector: None,
+        }
+    }
+
+    #[test]
+    fn binding_matches_example_a() {
+        let owner = Owner::constraint("K8sRequiredLabels", "ns-must-have-owner", "c-uid");
+        let b = binding_object(&spec(), Some(&owner)).unwrap();
+        assert_eq!(
+            b,
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {
+                    "name": "gatekeeper-k8srequiredlabels-ns-must-have-owner",
+                    "ownerReferences": [{
+                        "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+                        "kind": "K8sRequiredLabels", "name": "ns-must-have-owner", "uid": "c-uid",
+                        "controller": true, "blockOwnerDeletion": true
+                    }]
+                },
+                "spec": {
+                    "policyName": "gatekeeper-k8srequiredlabels",
+                    "paramRef": {"name": "ns-must-have-owner", "parameterNotFoundAction": "Allow"},
+                    "validationActions": ["Deny"],
+                    "matchResources": {"objectSelector": {"matchLabels": {"team": "payments"}}}
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn no_owner_reference_without_uid() {
+        let b = binding_object(&spec(), None).unwrap();
+        assert!(b.pointer("/metadata/ownerReferences").is_none());
+    }
+
+    #[test]
+    fn garbage_from_a_module_is_an_error() {
+        let mut s = spec();
+        s.object_selector = Some("not json".into());
+        assert!(binding_object(&s, None).unwrap_err().contains("not JSON"));
+        assert!(policy_object("{}", "x").is_err());
+        assert!(
+            policy_object(
+                r#"{"apiVersion":"admissionregistration.k8s.io/v1","kind":"ValidatingAdmissionPolicy","metadata":{"name":"y"},"spec":{}}"#,
+                "x"
+            )
+            .unwrap_err()
+            .contains("named")
+        );
+    }
+}
