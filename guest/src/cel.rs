@@ -1,0 +1,379 @@
+//! The CEL text vapgen writes into the VAP: the internal match conditions (§4.3) and the two
+//! built-in variables (§4.4).
+//!
+//! The match conditions follow the semantics of **Gatekeeper's own webhook matcher**, not those
+//! of Gatekeeper's generated VAP (fixing [DIV] 1 and 2 of §4.3):
+//!
+//! * a `Namespace` object (`request.kind` group `""`, kind `Namespace`) is matched by its own
+//!   `metadata.name` against `namespaces` / `excludedNamespaces`;
+//! * other cluster-scoped objects (no `metadata.namespace`) pass the namespace conditions;
+//! * an explicitly empty list (`kinds: []`, `namespaces: []`, `excludedNamespaces: []`) or
+//!   `name: ""` means "no restriction";
+//! * "some obj" means: some non-null `obj` in `[object, oldObject]` (DELETE has a null
+//!   `object`, CREATE a null `oldObject`).
+//!
+//! Patterns are Gatekeeper wildcards, matched exactly (see [`glob`]); no regular expressions
+//! are built from user text. In a VAP match condition `params` is the whole constraint object
+//! (unstructured), so every level is guarded with `has()`. Match conditions cannot see
+//! `variables`; values are bound to names with the one-element-list idiom
+//! `[value].exists(name, …)`, which works in every CEL environment.
+//!
+//! Only the standard CEL library and the `strings` extension (`substring`), both part of the
+//! Kubernetes CEL environment, are used.
+
+/// Name of the excluded-namespaces condition.
+pub const EXCLUDED_NAMESPACES: &str = "gatekeeper_internal_match_excluded_namespaces";
+/// Name of the namespaces condition.
+pub const NAMESPACES: &str = "gatekeeper_internal_match_namespaces";
+/// Name of the name condition.
+pub const NAME: &str = "gatekeeper_internal_match_name";
+/// Name of the kinds condition.
+pub const KINDS: &str = "gatekeeper_internal_match_kinds";
+/// Name of the global (Config) excluded-namespaces condition.
+pub const GLOBAL_EXCLUDED: &str = "gatekeeper_internal_match_global_excluded_namespaces";
+/// Name of the global exempted-namespaces condition.
+pub const GLOBAL_EXEMPTED: &str = "gatekeeper_internal_match_global_exempted_namespaces";
+
+/// The label that exempts a Namespace from Gatekeeper's webhook.
+pub const IGNORE_LABEL: &str = "admission.gatekeeper.sh/ignore";
+
+/// A CEL double-quoted string literal for `s`: `\` and `"` escaped, control characters as
+/// `\n`, `\r`, `\t` or `\u00XX`; other characters (including non-ASCII) verbatim.
+pub fn string_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A CEL list literal of string literals, e.g. `["a", "b"]`.
+pub fn string_list_literal<S: AsRef<str>>(items: &[S]) -> String {
+    let items: Vec<String> = items.iter().map(|s| string_literal(s.as_ref())).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Gatekeeper's wildcard match of candidate `c` against pattern `p` (both CEL identifiers
+/// bound to strings), exactly as Gatekeeper's `wildcard.Matches`:
+///
+/// * `*x*` → `c` contains `x` (`*` and `**` match everything);
+/// * `*x` → `c` ends with `x`;
+/// * `x*` → `c` starts with `x`;
+/// * otherwise `c == p`.
+pub fn glob(p: &str, c: &str) -> String {
+    format!(
+        "({p}.startsWith(\"*\") ? (({p}.endsWith(\"*\") && size({p}) > 1) ? \
+         {c}.contains({p}.substring(1, size({p}) - 1)) : {c}.endsWith({p}.substring(1))) : \
+         ({p}.endsWith(\"*\") ? {c}.startsWith({p}.substring(0, size({p}) - 1)) : {c} == {p}))"
+    )
+}
+
+/// True when the request is about a `Namespace` object (core group).
+fn is_namespace_request() -> &'static str {
+    "request.kind.group == \"\" && request.kind.kind == \"Namespace\""
+}
+
+/// The namespace that namespace patterns are compared with, for the object bound to `obj`:
+/// a Namespace's own name; otherwise `metadata.namespace`; `""` when absent (cluster-scoped).
+fn object_namespace() -> String {
+    format!(
+        "{} ? (has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\") : \
+         (has(obj.metadata) && has(obj.metadata.namespace) ? obj.metadata.namespace : \"\")",
+        is_namespace_request()
+    )
+}
+
+/// "For some non-null obj in `[object, oldObject]`, with its namespace bound to `ns`, `body`".
+fn some_object_namespace(body: &str) -> String {
+    format!(
+        "[object, oldObject].exists(obj, obj != null && [{}].exists(ns, {body}))",
+        object_namespace()
+    )
+}
+
+/// True when `params.spec.match.<field>` is absent (at any level), or is an empty list or
+/// empty string: "no restriction", as in Gatekeeper's webhook.
+fn unrestricted(field: &str) -> String {
+    format!(
+        "!has(params.spec) || !has(params.spec.match) || !has(params.spec.match.{field}) || \
+         size(params.spec.match.{field}) == 0"
+    )
+}
+
+/// `gatekeeper_internal_match_excluded_namespaces`: true when `excludedNamespaces` is
+/// absent or empty, or for some obj: it is cluster-scoped (not a Namespace), or its
+/// namespace (a Namespace's own name) matches no pattern.
+pub fn match_excluded_namespaces() -> String {
+    let field = "excludedNamespaces";
+    let body = format!(
+        "ns == \"\" || !params.spec.match.{field}.exists(p, {})",
+        glob("p", "ns")
+    );
+    format!(
+        "{} || {}",
+        unrestricted(field),
+        some_object_namespace(&body)
+    )
+}
+
+/// `gatekeeper_internal_match_namespaces`: true when `namespaces` is absent or empty, or
+/// for some obj: it is cluster-scoped (not a Namespace), or its namespace (a Namespace's own
+/// name) matches some pattern.
+pub fn match_namespaces() -> String {
+    let field = "namespaces";
+    let body = format!(
+        "ns == \"\" || params.spec.match.{field}.exists(p, {})",
+        glob("p", "ns")
+    );
+    format!(
+        "{} || {}",
+        unrestricted(field),
+        some_object_namespace(&body)
+    )
+}
+
+/// `gatekeeper_internal_match_name`: true when `name` is absent or `""`, or for some obj:
+/// its `generateName` is non-empty, the pattern ends with `*` and `generateName` matches
+/// it; or its `metadata.name` (`""` when absent) matches the pattern.
+pub fn match_name() -> String {
+    format!(
+        "{} || [object, oldObject].exists(obj, obj != null && [params.spec.match.name].exists(p, \
+         (p.endsWith(\"*\") && has(obj.metadata) && has(obj.metadata.generateName) && \
+         [obj.metadata.generateName].exists(g, g != \"\" && {})) || \
+         [has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\"].exists(n, {})))",
+        unrestricted("name"),
+        glob("p", "g"),
+        glob("p", "n")
+    )
+}
+
+/// `gatekeeper_internal_match_kinds`: true when `kinds` is absent or empty, or some entry
+/// matches both the request's kind (its `kinds` absent, empty, containing `*` or
+/// `request.kind.kind`) and group (its `apiGroups` absent, empty, containing `*` or
+/// `request.kind.group`).
+pub fn match_kinds() -> String {
+    format!(
+        "{} || params.spec.match.kinds.exists(k, \
+         (!has(k.kinds) || size(k.kinds) == 0 || \"*\" in k.kinds || request.kind.kind in k.kinds) && \
+         (!has(k.apiGroups) || size(k.apiGroups) == 0 || \"*\" in k.apiGroups || request.kind.group in k.apiGroups))",
+        unrestricted("kinds")
+    )
+}
+
+/// `gatekeeper_internal_match_global_excluded_namespaces` over the Config resource's
+/// patterns for the `webhook` process (sorted, de-duplicated, embedded as literals): true
+/// when, for some obj, it is cluster-scoped (not a Namespace) or its namespace (a Namespace's
+/// own name) matches no pattern.
+pub fn match_global_excluded(patterns: &[String]) -> String {
+    some_object_namespace(&format!(
+        "ns == \"\" || !{}.exists(p, {})",
+        string_list_literal(patterns),
+        glob("p", "ns")
+    ))
+}
+
+/// `gatekeeper_internal_match_global_exempted_namespaces` over the exempt-namespace flags
+/// (sorted, de-duplicated, embedded as literals), as Gatekeeper writes it: true when, for
+/// some obj, it is cluster-scoped (not a Namespace); or its namespace matches no pattern; or
+/// it is a Namespace (matched by its own name) without the `admission.gatekeeper.sh/ignore`
+/// label. The label is not checked for namespaced objects.
+pub fn match_global_exempted(patterns: &[String]) -> String {
+    some_object_namespace(&format!(
+        "ns == \"\" || !{}.exists(p, {}) || ({} && !(has(obj.metadata.labels) && {} in obj.metadata.labels))",
+        string_list_literal(patterns),
+        glob("p", "ns"),
+        is_namespace_request(),
+        string_literal(IGNORE_LABEL)
+    ))
+}
+
+/// The `anyObject` variable: `oldObject` on a DELETE (where `object` is null), `object`
+/// otherwise.
+pub fn any_object() -> &'static str {
+    "request.operation == \"DELETE\" && object == null ? oldObject : object"
+}
+
+/// The `params` variable: the constraint's `spec.parameters`, or null when `spec` or
+/// `spec.parameters` is absent.
+pub fn params() -> &'static str {
+    "!has(params.spec) ? null : !has(params.spec.parameters) ? null : params.spec.parameters"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_literals_escape() {
+        assert_eq!(string_literal("kube-system"), r#""kube-system""#);
+        assert_eq!(string_literal(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(string_literal("a\nb\tc\r"), r#""a\nb\tc\r""#);
+        assert_eq!(string_literal("\u{1}\u{7f}"), r#""\u0001\u007f""#);
+        assert_eq!(string_literal("é"), "\"é\"");
+        assert_eq!(string_literal("' ${x}"), r#""' ${x}""#);
+        assert_eq!(string_list_literal(&["a", "b*"]), r#"["a", "b*"]"#);
+        assert_eq!(string_list_literal::<&str>(&[]), "[]");
+    }
+
+    #[test]
+    fn glob_is_exact_not_regex() {
+        let g = glob("p", "ns");
+        assert_eq!(
+            g,
+            r#"(p.startsWith("*") ? ((p.endsWith("*") && size(p) > 1) ? ns.contains(p.substring(1, size(p) - 1)) : ns.endsWith(p.substring(1))) : (p.endsWith("*") ? ns.startsWith(p.substring(0, size(p) - 1)) : ns == p))"#
+        );
+        assert!(!g.contains("matches("), "no regular expressions");
+    }
+
+    /// A tiny model of the glob expression, evaluated the way CEL would, to check its
+    /// semantics against Gatekeeper's wildcard rules on sample patterns.
+    fn glob_model(p: &str, c: &str) -> bool {
+        let chars: Vec<char> = p.chars().collect();
+        let sub = |a: usize, b: usize| chars[a..b].iter().collect::<String>();
+        if p.starts_with('*') {
+            if p.ends_with('*') && chars.len() > 1 {
+                c.contains(&sub(1, chars.len() - 1))
+            } else {
+                c.ends_with(&sub(1, chars.len()))
+            }
+        } else if p.ends_with('*') {
+            c.starts_with(&sub(0, chars.len() - 1))
+        } else {
+            c == p
+        }
+    }
+
+    #[test]
+    fn glob_semantics() {
+        let cases = [
+            ("kube-*", "kube-system", true),
+            ("kube-*", "kube-", true),
+            ("kube-*", "mykube-system", false),
+            ("*-system", "kube-system", true),
+            ("*-system", "kube-systems", false),
+            ("*mid*", "a-mid-b", true),
+            ("*mid*", "mid", true),
+            ("*mid*", "mi-d", false),
+            ("*", "", true),
+            ("*", "anything", true),
+            ("**", "anything", true),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("", "", true),
+            ("", "x", false),
+            ("a.b", "axb", false), // a dot is not a regex wildcard
+            ("kube.*", "kubeXsystem", false),
+        ];
+        for (p, c, want) in cases {
+            assert_eq!(glob_model(p, c), want, "glob({p:?}, {c:?})");
+        }
+    }
+
+    #[test]
+    fn namespace_conditions_use_the_namespace_name_for_namespace_objects() {
+        for expr in [match_namespaces(), match_excluded_namespaces()] {
+            assert!(expr.contains(
+                r#"request.kind.group == "" && request.kind.kind == "Namespace" ? (has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : "")"#
+            ));
+            assert!(
+                expr.contains("ns == \"\" || "),
+                "cluster-scoped objects pass"
+            );
+            assert!(expr.starts_with("!has(params.spec) || !has(params.spec.match) || "));
+            assert!(expr.contains("[object, oldObject].exists(obj, obj != null && "));
+        }
+    }
+
+    #[test]
+    fn empty_lists_mean_no_restriction() {
+        assert!(match_namespaces().contains("size(params.spec.match.namespaces) == 0 || "));
+        assert!(
+            match_excluded_namespaces()
+                .contains("size(params.spec.match.excludedNamespaces) == 0 || ")
+        );
+        assert!(match_kinds().contains("size(params.spec.match.kinds) == 0 || "));
+        assert!(match_name().contains("size(params.spec.match.name) == 0 || "));
+        assert!(match_kinds().contains("!has(k.kinds) || size(k.kinds) == 0 || "));
+        assert!(match_kinds().contains("!has(k.apiGroups) || size(k.apiGroups) == 0 || "));
+    }
+
+    #[test]
+    fn excluded_negates_and_namespaces_does_not() {
+        assert!(
+            match_excluded_namespaces()
+                .contains("!params.spec.match.excludedNamespaces.exists(p, ")
+        );
+        assert!(match_namespaces().contains(" || params.spec.match.namespaces.exists(p, "));
+    }
+
+    #[test]
+    fn name_condition_handles_generate_name() {
+        let e = match_name();
+        assert!(
+            e.contains(r#"p.endsWith("*") && has(obj.metadata) && has(obj.metadata.generateName)"#)
+        );
+        assert!(e.contains(r#"g != "" && "#));
+        assert!(e.contains(&glob("p", "n")));
+    }
+
+    #[test]
+    fn global_conditions_embed_literals() {
+        let pats = vec!["kube-system".to_string(), "monitoring-*".to_string()];
+        let e = match_global_excluded(&pats);
+        assert!(e.contains(r#"!["kube-system", "monitoring-*"].exists(p, "#));
+        let e = match_global_exempted(&["a\"b".to_string()]);
+        assert!(e.contains(r#"!["a\"b"].exists(p, "#));
+        assert!(e.contains(r#""admission.gatekeeper.sh/ignore" in obj.metadata.labels"#));
+    }
+
+    #[test]
+    fn balanced_parentheses_and_brackets() {
+        let pats = vec!["x".to_string()];
+        for e in [
+            match_excluded_namespaces(),
+            match_namespaces(),
+            match_name(),
+            match_kinds(),
+            match_global_excluded(&pats),
+            match_global_exempted(&pats),
+            any_object().to_string(),
+            params().to_string(),
+        ] {
+            let mut depth = 0i32;
+            let mut in_str = false;
+            let mut esc = false;
+            for c in e.chars() {
+                if in_str {
+                    match (esc, c) {
+                        (true, _) => esc = false,
+                        (false, '\\') => esc = true,
+                        (false, '"') => in_str = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match c {
+                    '"' => in_str = true,
+                    '(' | '[' => depth += 1,
+                    ')' | ']' => depth -= 1,
+                    _ => {}
+                }
+                assert!(depth >= 0, "{e}");
+            }
+            assert_eq!(depth, 0, "{e}");
+            assert!(!in_str, "{e}");
+        }
+    }
+}
