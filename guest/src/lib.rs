@@ -19,10 +19,24 @@
 
 pub mod model;
 
+mod binding;
+mod cel;
+pub mod json;
+mod naming;
+mod plan;
+mod scope;
+mod sha256;
+mod source;
+mod template;
+mod transform;
+
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-use model::{Constraint, KindPlan, ModuleInfo, PlanError, Settings};
+pub use naming::{binding_name, legacy_binding_name, policy_name};
+pub use plan::plan_kind;
+
+use model::ModuleInfo;
 
 /// Version of the WIT package this module implements.
 pub const INTERFACE_VERSION: &str = "0.1.0";
@@ -34,16 +48,4 @@ pub fn describe() -> ModuleInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         interface_version: INTERFACE_VERSION.to_string(),
     }
-}
-
-/// Plans one constraint kind. See the crate documentation.
-pub fn plan_kind(
-    settings: &Settings,
-    template_json: &str,
-    constraints: &[Constraint],
-) -> Result<KindPlan, PlanError> {
-    let _ = (settings, template_json, constraints);
-    Err(PlanError {
-        message: "not implemented yet".into(),
-    })
 }

@@ -1,0 +1,570 @@
+//! The binding decision for one constraint: enforcement action (§1.3), intent (§3.1),
+//! action mapping (§3.2, with the [REC] de-duplication and Deny+Warn check), the outcome
+//! (§3.3, the rows that need no cluster) and the binding content (§3.4).
+//!
+//! Order of checks: constraint validity errors, then no intent, then the template gate
+//! (decision not Generate, or no VAP content), then the binding.
+
+use crate::json::{self, Value, quote};
+use crate::model::{
+    BindingOutcome, BindingPlan, BindingSpec, Constraint, EnforcementAction, NoBindingReason,
+    Settings, ValidationAction,
+};
+use crate::naming;
+
+/// The enforcement point of the VAP.
+pub const VAP_POINT: &str = "vap.k8s.io";
+
+/// Every valid enforcement-point name.
+pub const ENFORCEMENT_POINTS: [&str; 5] = [
+    "validation.gatekeeper.sh",
+    "audit.gatekeeper.sh",
+    "gator.gatekeeper.sh",
+    VAP_POINT,
+    "*",
+];
+
+/// The actions allowed in `scopedEnforcementActions`.
+const SCOPED_ACTIONS: [&str; 3] = ["deny", "dryrun", "warn"];
+
+/// Gatekeeper's `GetEnforcementAction`: absent or empty is `deny`; exact spelling only.
+pub fn parse_action(action: Option<&str>) -> EnforcementAction {
+    match action.unwrap_or_default() {
+        "" | "deny" => EnforcementAction::Deny,
+        "dryrun" => EnforcementAction::Dryrun,
+        "warn" => EnforcementAction::Warn,
+        "scoped" => EnforcementAction::Scoped,
+        _ => EnforcementAction::Unrecognized,
+    }
+}
+
+/// Plans one constraint. `gate` is `None` when the template's VAP is desired, otherwise the
+/// reason no binding may exist.
+pub fn plan(
+    settings: &Settings,
+    kind: &str,
+    gate: Option<NoBindingReason>,
+    c: &Constraint,
+) -> BindingPlan {
+    let action = parse_action(c.enforcement_action.as_deref());
+    let intended = intended_actions(settings, action, c);
+    let outcome = outcome(kind, gate, action, &intended, c);
+    BindingPlan {
+        constraint: c.name.clone(),
+        binding_name: naming::binding_name(kind, &c.name),
+        legacy_binding_name: naming::legacy_binding_name(&c.name),
+        enforcement_action: action,
+        intends_binding: !intended.is_empty(),
+        outcome,
+        warnings: warnings(action, c),
+    }
+}
+
+fn outcome(
+    kind: &str,
+    gate: Option<NoBindingReason>,
+    action: EnforcementAction,
+    intended: &[&str],
+    c: &Constraint,
+) -> BindingOutcome {
+    if let Err(e) = validate(action, c) {
+        return BindingOutcome::Error(e);
+    }
+    if intended.is_empty() {
+        return BindingOutcome::None(NoBindingReason::NoIntent);
+    }
+    let actions = match validation_actions(intended) {
+        Ok(a) => a,
+        Err(e) => return BindingOutcome::Error(e),
+    };
+    if let Some(reason) = gate {
+        return BindingOutcome::None(reason);
+    }
+    BindingOutcome::Bind(BindingSpec {
+        name: naming::binding_name(kind, &c.name),
+        policy_name: naming::binding_policy_name(kind),
+        param_name: c.name.clone(),
+        validation_actions: actions,
+        object_selector: c.label_selector.clone(),
+        namespace_selector: c.namespace_selector.clone(),
+    })
+}
+
+/// §3.1: the Gatekeeper actions that apply to the VAP. Scoped: the actions of the entries
+/// naming `vap.k8s.io` or `*` (the binding flag is ignored). Otherwise: the constraint's
+/// action when the binding flag is on, nothing when it is off.
+fn intended_actions<'a>(
+    settings: &Settings,
+    action: EnforcementAction,
+    c: &'a Constraint,
+) -> Vec<&'a str> {
+    match action {
+        EnforcementAction::Scoped => c
+            .scoped_enforcement_actions
+            .iter()
+            .flatten()
+            .filter(|e| {
+                e.enforcement_points
+                    .iter()
+                    .any(|p| p == VAP_POINT || p == "*")
+            })
+            .map(|e| e.action.as_str())
+            .collect(),
+        _ if !settings.default_create_vap_binding_for_constraints => Vec::new(),
+        EnforcementAction::Deny => vec!["deny"],
+        EnforcementAction::Dryrun => vec!["dryrun"],
+        EnforcementAction::Warn => vec!["warn"],
+        EnforcementAction::Unrecognized => vec![c.enforcement_action.as_deref().unwrap_or("")],
+    }
+}
+
+/// §3.2 with [REC]: deny→Deny, warn→Warn, dryrun→Audit, de-duplicated, in the order Deny,
+/// Warn, Audit; Deny together with Warn is an error (the API server forbids it).
+fn validation_actions(intended: &[&str]) -> Result<Vec<ValidationAction>, String> {
+    // A set indexed like ORDER: no sort, no dedup (both cost wasm size).
+    const ORDER: [ValidationAction; 3] = [
+        ValidationAction::Deny,
+        ValidationAction::Warn,
+        ValidationAction::Audit,
+    ];
+    let mut set = [false; 3];
+    for a in intended {
+        let k = match *a {
+            "deny" => 0,
+            "warn" => 1,
+            "dryrun" => 2,
+            other => {
+                return Err(format!(
+                    "invalid enforcement action {} for {VAP_POINT}",
+                    quote(other)
+                ));
+            }
+        };
+        set[k] = true;
+    }
+    if set[0] && set[1] {
+        return Err(format!(
+            "spec.scopedEnforcementActions asks for both deny and warn on {VAP_POINT}; a \
+             ValidatingAdmissionPolicyBinding cannot have both Deny and Warn \
+             (kubernetes/kubernetes#115973): keep only one of them for {VAP_POINT} and \"*\""
+        ));
+    }
+    Ok(ORDER
+        .into_iter()
+        .zip(set)
+        .filter_map(|(a, on)| on.then_some(a))
+        .collect())
+}
+
+/// The constraint checks Gatekeeper's admission webhook makes, plus the host's findings.
+fn validate(action: EnforcementAction, c: &Constraint) -> Result<(), String> {
+    if !c.malformed.is_empty() {
+        return Err(format!("malformed constraint: {}", c.malformed.join("; ")));
+    }
+    if c.name.is_empty() {
+        return Err("the constraint has no metadata.name".to_string());
+    }
+    if action == EnforcementAction::Unrecognized {
+        return Err(format!(
+            "unrecognized spec.enforcementAction {}; allowed values: deny, dryrun, warn, \
+             scoped (empty or absent means deny)",
+            quote(c.enforcement_action.as_deref().unwrap_or(""))
+        ));
+    }
+    if action == EnforcementAction::Scoped {
+        validate_scoped(c)?;
+    }
+    check_selector(c.label_selector.as_deref(), "spec.match.labelSelector")?;
+    check_selector(
+        c.namespace_selector.as_deref(),
+        "spec.match.namespaceSelector",
+    )
+}
+
+/// Gatekeeper's `ValidateScopedEnforcementAction`.
+fn validate_scoped(c: &Constraint) -> Result<(), String> {
+    let entries = match &c.scoped_enforcement_actions {
+        None => {
+            return Err(
+                "spec.enforcementAction is scoped but spec.scopedEnforcementActions is \
+                        missing; add at least one {action, enforcementPoints} entry"
+                    .to_string(),
+            );
+        }
+        Some(e) if e.is_empty() => {
+            return Err(
+                "spec.enforcementAction is scoped but spec.scopedEnforcementActions is \
+                        empty; add at least one {action, enforcementPoints} entry"
+                    .to_string(),
+            );
+        }
+        Some(e) => e,
+    };
+    for (i, e) in entries.iter().enumerate() {
+        let path = format!("spec.scopedEnforcementActions[{i}]");
+        if !SCOPED_ACTIONS.contains(&e.action.as_str()) {
+            return Err(format!(
+                "{path}.action {} is not valid; allowed values: {}",
+                quote(&e.action),
+                SCOPED_ACTIONS.join(", ")
+            ));
+        }
+        if e.enforcement_points.is_empty() {
+            return Err(format!("{path} has no enforcementPoints"));
+        }
+        if let Some(p) = e
+            .enforcement_points
+            .iter()
+            .find(|p| !ENFORCEMENT_POINTS.contains(&p.as_str()))
+        {
+            return Err(format!(
+                "{path}.enforcementPoints names the unknown enforcement point {}; valid \
+                 names: {}",
+                quote(p),
+                ENFORCEMENT_POINTS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A selector, when present, must be a JSON object (it is copied verbatim into the binding).
+fn check_selector(selector: Option<&str>, path: &str) -> Result<(), String> {
+    match selector.map(json::parse) {
+        None | Some(Ok(Value::Object(_))) => Ok(()),
+        Some(Ok(v)) => Err(format!("{path} must be an object, got {}", v.type_name())),
+        Some(Err(e)) => Err(format!("{path} is not valid JSON: {e}")),
+    }
+}
+
+fn warnings(action: EnforcementAction, c: &Constraint) -> Vec<String> {
+    if action != EnforcementAction::Scoped && c.scoped_enforcement_actions.is_some() {
+        return vec![
+            "spec.scopedEnforcementActions is ignored because spec.enforcementAction is not \
+             scoped"
+                .to_string(),
+        ];
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ScopedAction;
+    use BindingOutcome as O;
+    use EnforcementAction as E;
+    use ValidationAction::*;
+
+    fn constraint(action: Option<&str>) -> Constraint {
+        Constraint {
+            name: "c1".into(),
+            uid: "u1".into(),
+            generation: 1,
+            enforcement_action: action.map(str::to_string),
+            ..Constraint::default()
+        }
+    }
+
+    fn scoped(entries: &[(&str, &[&str])]) -> Constraint {
+        Constraint {
+            scoped_enforcement_actions: Some(
+                entries
+                    .iter()
+                    .map(|(a, points)| ScopedAction {
+                        action: a.to_string(),
+                        enforcement_points: points.iter().map(|p| p.to_string()).collect(),
+                    })
+                    .collect(),
+            ),
+            ..constraint(Some("scoped"))
+        }
+    }
+
+    fn settings(binding_flag: bool) -> Settings {
+        Settings {
+            default_create_vap_binding_for_constraints: binding_flag,
+            ..Settings::default()
+        }
+    }
+
+    fn run(flag: bool, c: &Constraint) -> BindingPlan {
+        plan(&settings(flag), "K8sFoo", None, c)
+    }
+
+    fn actions(p: &BindingPlan) -> Vec<ValidationAction> {
+        match &p.outcome {
+            O::Bind(s) => s.validation_actions.clone(),
+            o => panic!("expected a binding, got {o:?}"),
+        }
+    }
+
+    fn error(p: &BindingPlan) -> &str {
+        match &p.outcome {
+            O::Error(e) => e,
+            o => panic!("expected an error, got {o:?}"),
+        }
+    }
+
+    #[test]
+    fn enforcement_action_parsing() {
+        assert_eq!(parse_action(None), E::Deny);
+        assert_eq!(parse_action(Some("")), E::Deny);
+        assert_eq!(parse_action(Some("deny")), E::Deny);
+        assert_eq!(parse_action(Some("dryrun")), E::Dryrun);
+        assert_eq!(parse_action(Some("warn")), E::Warn);
+        assert_eq!(parse_action(Some("scoped")), E::Scoped);
+        for odd in ["Deny", "DENY", "audit", " deny", "x"] {
+            assert_eq!(parse_action(Some(odd)), E::Unrecognized, "{odd}");
+        }
+    }
+
+    #[test]
+    fn default_binding_content() {
+        // Acceptance test 8.
+        let p = run(true, &constraint(None));
+        assert_eq!(p.constraint, "c1");
+        assert_eq!(p.binding_name, "gatekeeper-k8sfoo-c1");
+        assert_eq!(p.legacy_binding_name.as_deref(), Some("gatekeeper-c1"));
+        assert_eq!(p.enforcement_action, E::Deny);
+        assert!(p.intends_binding);
+        assert_eq!(
+            p.outcome,
+            O::Bind(BindingSpec {
+                name: "gatekeeper-k8sfoo-c1".into(),
+                policy_name: "gatekeeper-k8sfoo".into(),
+                param_name: "c1".into(),
+                validation_actions: vec![Deny],
+                object_selector: None,
+                namespace_selector: None,
+            })
+        );
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn action_mapping() {
+        // Acceptance test 9.
+        assert_eq!(actions(&run(true, &constraint(Some("deny")))), [Deny]);
+        assert_eq!(actions(&run(true, &constraint(Some("warn")))), [Warn]);
+        assert_eq!(actions(&run(true, &constraint(Some("dryrun")))), [Audit]);
+        assert_eq!(actions(&run(true, &constraint(Some("")))), [Deny]);
+    }
+
+    #[test]
+    fn binding_flag_off_means_no_intent() {
+        // Acceptance test 7.
+        for a in [None, Some("deny"), Some("warn"), Some("dryrun")] {
+            let p = run(false, &constraint(a));
+            assert!(!p.intends_binding);
+            assert_eq!(p.outcome, O::None(NoBindingReason::NoIntent));
+        }
+    }
+
+    #[test]
+    fn scoped_ignores_the_flag() {
+        // Acceptance test 10.
+        let c = scoped(&[
+            ("warn", &["vap.k8s.io"]),
+            ("deny", &["validation.gatekeeper.sh"]),
+        ]);
+        for flag in [false, true] {
+            let p = run(flag, &c);
+            assert_eq!(p.enforcement_action, E::Scoped);
+            assert!(p.intends_binding);
+            assert_eq!(actions(&p), [Warn]);
+        }
+    }
+
+    #[test]
+    fn scoped_star_point() {
+        // Acceptance test 11.
+        let c = scoped(&[("deny", &["*"]), ("warn", &["audit.gatekeeper.sh"])]);
+        assert_eq!(actions(&run(true, &c)), [Deny]);
+        // Example C variant: dryrun on "*".
+        assert_eq!(actions(&run(true, &scoped(&[("dryrun", &["*"])]))), [Audit]);
+    }
+
+    #[test]
+    fn scoped_without_vap_point_has_no_intent() {
+        // Acceptance test 12.
+        let c = scoped(&[("deny", &["validation.gatekeeper.sh", "audit.gatekeeper.sh"])]);
+        let p = run(true, &c);
+        assert!(!p.intends_binding);
+        assert_eq!(p.outcome, O::None(NoBindingReason::NoIntent));
+    }
+
+    #[test]
+    fn duplicates_are_removed_and_order_is_fixed() {
+        let c = scoped(&[
+            ("dryrun", &["vap.k8s.io"]),
+            ("deny", &["*"]),
+            ("deny", &["vap.k8s.io"]),
+            ("dryrun", &["*"]),
+        ]);
+        assert_eq!(actions(&run(true, &c)), [Deny, Audit]);
+        let c = scoped(&[("dryrun", &["vap.k8s.io"]), ("warn", &["vap.k8s.io", "*"])]);
+        assert_eq!(actions(&run(true, &c)), [Warn, Audit]);
+    }
+
+    #[test]
+    fn deny_with_warn_is_an_error() {
+        // Acceptance test 39.
+        let c = scoped(&[("deny", &["vap.k8s.io"]), ("warn", &["vap.k8s.io"])]);
+        let p = run(true, &c);
+        assert!(p.intends_binding);
+        assert!(error(&p).contains("both Deny and Warn"));
+        // Example C variant: deny on "*" plus warn on vap.k8s.io.
+        let c = scoped(&[("deny", &["*"]), ("warn", &["vap.k8s.io"])]);
+        assert!(error(&run(true, &c)).contains("both Deny and Warn"));
+        // Even when the template would give no binding: the constraint is invalid.
+        let p = plan(
+            &settings(true),
+            "K",
+            Some(NoBindingReason::TemplateSkipped),
+            &c,
+        );
+        assert!(matches!(p.outcome, O::Error(_)));
+    }
+
+    #[test]
+    fn scoped_errors() {
+        // Acceptance test 40.
+        let mut c = constraint(Some("scoped"));
+        let p = run(true, &c);
+        assert!(!p.intends_binding);
+        assert!(error(&p).contains("scopedEnforcementActions is missing"));
+        c.scoped_enforcement_actions = Some(Vec::new());
+        assert!(error(&run(true, &c)).contains("scopedEnforcementActions is empty"));
+        let p = run(true, &scoped(&[("deny", &[])]));
+        assert!(error(&p).contains("[0] has no enforcementPoints"));
+        let p = run(
+            true,
+            &scoped(&[
+                ("deny", &["vap.k8s.io"]),
+                ("deny", &["vap.k8s.io", "webhook"]),
+            ]),
+        );
+        let e = error(&p);
+        assert!(
+            e.contains("[1].enforcementPoints") && e.contains("\"webhook\""),
+            "{e}"
+        );
+        assert!(e.contains(
+            "validation.gatekeeper.sh, audit.gatekeeper.sh, gator.gatekeeper.sh, vap.k8s.io, *"
+        ));
+        let p = run(true, &scoped(&[("audit", &["vap.k8s.io"])]));
+        let e = error(&p);
+        assert!(
+            e.contains("[0].action \"audit\"") && e.contains("deny, dryrun, warn"),
+            "{e}"
+        );
+        // An invalid entry that does not even name vap.k8s.io still makes the constraint invalid.
+        let p = run(
+            true,
+            &scoped(&[
+                ("deny", &["vap.k8s.io"]),
+                ("scoped", &["audit.gatekeeper.sh"]),
+            ]),
+        );
+        assert!(error(&p).contains("[1].action"));
+    }
+
+    #[test]
+    fn unrecognized_action_is_an_error() {
+        let p = run(true, &constraint(Some("Deny")));
+        assert_eq!(p.enforcement_action, E::Unrecognized);
+        assert!(p.intends_binding, "non-scoped intent follows the flag");
+        let e = error(&p);
+        assert!(
+            e.contains("\"Deny\"") && e.contains("deny, dryrun, warn, scoped"),
+            "{e}"
+        );
+        // Validity first, even without intent.
+        let p = run(false, &constraint(Some("bogus")));
+        assert!(!p.intends_binding);
+        assert!(error(&p).contains("bogus"));
+    }
+
+    #[test]
+    fn malformed_constraints_are_errors() {
+        let mut c = constraint(None);
+        c.malformed = vec!["a is not a list".into(), "b".into()];
+        assert_eq!(
+            error(&run(true, &c)),
+            "malformed constraint: a is not a list; b"
+        );
+        let mut c = constraint(None);
+        c.name.clear();
+        assert!(error(&run(true, &c)).contains("no metadata.name"));
+        let mut c = constraint(None);
+        c.label_selector = Some("[1]".into());
+        assert!(error(&run(true, &c)).contains("spec.match.labelSelector must be an object"));
+        let mut c = constraint(None);
+        c.namespace_selector = Some("{".into());
+        assert!(error(&run(true, &c)).contains("spec.match.namespaceSelector is not valid JSON"));
+    }
+
+    #[test]
+    fn selectors_are_copied_verbatim() {
+        // Acceptance test 13.
+        let mut c = constraint(None);
+        c.label_selector = Some(r#"{"matchLabels": {"team":"payments"}}"#.into());
+        c.namespace_selector = Some(
+            r#"{"matchExpressions":[{"key":"env","operator":"In","values":["prod"]}]}"#.into(),
+        );
+        let p = run(true, &c);
+        let O::Bind(spec) = p.outcome else { panic!() };
+        assert_eq!(spec.object_selector, c.label_selector);
+        assert_eq!(spec.namespace_selector, c.namespace_selector);
+    }
+
+    #[test]
+    fn template_gate() {
+        // Rows B3–B5 as a pure function: intent holds, the template gives no VAP.
+        for reason in [
+            NoBindingReason::TemplateSkipped,
+            NoBindingReason::TemplateNotApplicable,
+            NoBindingReason::TemplateError,
+        ] {
+            let p = plan(&settings(true), "K8sFoo", Some(reason), &constraint(None));
+            assert!(p.intends_binding);
+            assert_eq!(p.outcome, O::None(reason));
+            assert_eq!(
+                p.binding_name, "gatekeeper-k8sfoo-c1",
+                "the name is always filled"
+            );
+        }
+        // Row B2: no intent wins over the template gate.
+        let p = plan(
+            &settings(false),
+            "K8sFoo",
+            Some(NoBindingReason::TemplateSkipped),
+            &constraint(None),
+        );
+        assert_eq!(p.outcome, O::None(NoBindingReason::NoIntent));
+    }
+
+    #[test]
+    fn scoped_list_ignored_when_not_scoped() {
+        let mut c = scoped(&[("warn", &["vap.k8s.io"])]);
+        c.enforcement_action = Some("dryrun".into());
+        let p = run(true, &c);
+        assert_eq!(actions(&p), [Audit]);
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].contains("ignored"));
+    }
+
+    #[test]
+    fn long_constraint_names() {
+        let name = "n".repeat(260);
+        let mut c = constraint(None);
+        c.name = name.clone();
+        let p = run(true, &c);
+        assert!(p.binding_name.len() <= 253);
+        assert_eq!(p.legacy_binding_name, None);
+        let O::Bind(spec) = p.outcome else { panic!() };
+        assert_eq!(spec.name, p.binding_name);
+        assert_eq!(spec.param_name, name);
+    }
+}
