@@ -12,8 +12,8 @@ wit_bindgen::generate!({
 });
 
 use crate::model as m;
-use exports::vapgen::decider::decide::Guest;
 use exports::vapgen::decider::decide as w;
+use exports::vapgen::decider::decide::Guest;
 
 struct Component;
 
