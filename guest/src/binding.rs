@@ -11,6 +11,7 @@ use crate::model::{
     Settings, ValidationAction,
 };
 use crate::naming;
+use crate::text::{fill, join, must_be, num};
 
 /// The enforcement point of the VAP.
 pub const VAP_POINT: &str = "vap.k8s.io";
@@ -23,6 +24,10 @@ pub const ENFORCEMENT_POINTS: [&str; 5] = [
     VAP_POINT,
     "*",
 ];
+
+/// [`ENFORCEMENT_POINTS`] for messages.
+const ENFORCEMENT_POINTS_TEXT: &str =
+    "validation.gatekeeper.sh, audit.gatekeeper.sh, gator.gatekeeper.sh, vap.k8s.io, *";
 
 /// The actions allowed in `scopedEnforcementActions`.
 const SCOPED_ACTIONS: [&str; 3] = ["deny", "dryrun", "warn"];
@@ -134,20 +139,21 @@ fn validation_actions(intended: &[&str]) -> Result<Vec<ValidationAction>, String
             "warn" => 1,
             "dryrun" => 2,
             other => {
-                return Err(format!(
-                    "invalid enforcement action {} for {VAP_POINT}",
-                    quote(other)
+                return Err(fill(
+                    "invalid enforcement action {a} for vap.k8s.io",
+                    &[("a", &quote(other))],
                 ));
             }
         };
         set[k] = true;
     }
     if set[0] && set[1] {
-        return Err(format!(
-            "spec.scopedEnforcementActions asks for both deny and warn on {VAP_POINT}; a \
-             ValidatingAdmissionPolicyBinding cannot have both Deny and Warn \
-             (kubernetes/kubernetes#115973): keep only one of them for {VAP_POINT} and \"*\""
-        ));
+        return Err(
+            "spec.scopedEnforcementActions asks for both deny and warn on vap.k8s.io; \
+                    a ValidatingAdmissionPolicyBinding cannot have both Deny and Warn \
+                    (kubernetes/kubernetes#115973): keep only one of them for vap.k8s.io and \"*\""
+                .to_string(),
+        );
     }
     Ok(ORDER
         .into_iter()
@@ -159,16 +165,19 @@ fn validation_actions(intended: &[&str]) -> Result<Vec<ValidationAction>, String
 /// The constraint checks Gatekeeper's admission webhook makes, plus the host's findings.
 fn validate(action: EnforcementAction, c: &Constraint) -> Result<(), String> {
     if !c.malformed.is_empty() {
-        return Err(format!("malformed constraint: {}", c.malformed.join("; ")));
+        return Err(fill(
+            "malformed constraint: {m}",
+            &[("m", &join(&c.malformed, "; "))],
+        ));
     }
     if c.name.is_empty() {
         return Err("the constraint has no metadata.name".to_string());
     }
     if action == EnforcementAction::Unrecognized {
-        return Err(format!(
-            "unrecognized spec.enforcementAction {}; allowed values: deny, dryrun, warn, \
+        return Err(fill(
+            "unrecognized spec.enforcementAction {a}; allowed values: deny, dryrun, warn, \
              scoped (empty or absent means deny)",
-            quote(c.enforcement_action.as_deref().unwrap_or(""))
+            &[("a", &quote(c.enforcement_action.as_deref().unwrap_or("")))],
         ));
     }
     if action == EnforcementAction::Scoped {
@@ -201,27 +210,33 @@ fn validate_scoped(c: &Constraint) -> Result<(), String> {
         Some(e) => e,
     };
     for (i, e) in entries.iter().enumerate() {
-        let path = format!("spec.scopedEnforcementActions[{i}]");
+        let path = fill("spec.scopedEnforcementActions[{i}]", &[("i", &num(i))]);
         if !SCOPED_ACTIONS.contains(&e.action.as_str()) {
-            return Err(format!(
-                "{path}.action {} is not valid; allowed values: {}",
-                quote(&e.action),
-                SCOPED_ACTIONS.join(", ")
+            return Err(fill(
+                "{path}.action {a} is not valid; allowed values: {all}",
+                &[
+                    ("path", &path),
+                    ("a", &quote(&e.action)),
+                    ("all", "deny, dryrun, warn"),
+                ],
             ));
         }
         if e.enforcement_points.is_empty() {
-            return Err(format!("{path} has no enforcementPoints"));
+            return Err(fill("{path} has no enforcementPoints", &[("path", &path)]));
         }
         if let Some(p) = e
             .enforcement_points
             .iter()
             .find(|p| !ENFORCEMENT_POINTS.contains(&p.as_str()))
         {
-            return Err(format!(
-                "{path}.enforcementPoints names the unknown enforcement point {}; valid \
-                 names: {}",
-                quote(p),
-                ENFORCEMENT_POINTS.join(", ")
+            return Err(fill(
+                "{path}.enforcementPoints names the unknown enforcement point {p}; valid \
+                 names: {all}",
+                &[
+                    ("path", &path),
+                    ("p", &quote(p)),
+                    ("all", ENFORCEMENT_POINTS_TEXT),
+                ],
             ));
         }
     }
@@ -232,8 +247,11 @@ fn validate_scoped(c: &Constraint) -> Result<(), String> {
 fn check_selector(selector: Option<&str>, path: &str) -> Result<(), String> {
     match selector.map(json::parse) {
         None | Some(Ok(Value::Object(_))) => Ok(()),
-        Some(Ok(v)) => Err(format!("{path} must be an object, got {}", v.type_name())),
-        Some(Err(e)) => Err(format!("{path} is not valid JSON: {e}")),
+        Some(Ok(v)) => Err(must_be(path, "an object", &v)),
+        Some(Err(e)) => Err(fill(
+            "{path} is not valid JSON: {e}",
+            &[("path", path), ("e", &e.describe())],
+        )),
     }
 }
 

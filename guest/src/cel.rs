@@ -21,6 +21,8 @@
 //! Only the standard CEL library and the `strings` extension (`substring`), both part of the
 //! Kubernetes CEL environment, are used.
 
+use crate::text::{fill, join};
+
 /// Name of the excluded-namespaces condition.
 pub const EXCLUDED_NAMESPACES: &str = "gatekeeper_internal_match_excluded_namespaces";
 /// Name of the namespaces condition.
@@ -37,32 +39,17 @@ pub const GLOBAL_EXEMPTED: &str = "gatekeeper_internal_match_global_exempted_nam
 /// The label that exempts a Namespace from Gatekeeper's webhook.
 pub const IGNORE_LABEL: &str = "admission.gatekeeper.sh/ignore";
 
-/// A CEL double-quoted string literal for `s`: `\` and `"` escaped, control characters as
-/// `\n`, `\r`, `\t` or `\u00XX`; other characters (including non-ASCII) verbatim.
+/// A CEL double-quoted string literal for `s`. JSON's escaping is valid CEL: `\"`, `\\`,
+/// `\n`, `\r`, `\t`, `\b`, `\f` and `\u00XX` for other control characters; everything else
+/// verbatim (CEL source is UTF-8).
 pub fn string_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    crate::json::quote(s)
 }
 
 /// A CEL list literal of string literals, e.g. `["a", "b"]`.
 pub fn string_list_literal<S: AsRef<str>>(items: &[S]) -> String {
     let items: Vec<String> = items.iter().map(|s| string_literal(s.as_ref())).collect();
-    format!("[{}]", items.join(", "))
+    fill("[{items}]", &[("items", &join(&items, ", "))])
 }
 
 /// Gatekeeper's wildcard match of candidate `c` against pattern `p` (both CEL identifiers
@@ -73,42 +60,58 @@ pub fn string_list_literal<S: AsRef<str>>(items: &[S]) -> String {
 /// * `x*` → `c` starts with `x`;
 /// * otherwise `c == p`.
 pub fn glob(p: &str, c: &str) -> String {
-    format!(
+    fill(
         "({p}.startsWith(\"*\") ? (({p}.endsWith(\"*\") && size({p}) > 1) ? \
          {c}.contains({p}.substring(1, size({p}) - 1)) : {c}.endsWith({p}.substring(1))) : \
-         ({p}.endsWith(\"*\") ? {c}.startsWith({p}.substring(0, size({p}) - 1)) : {c} == {p}))"
+         ({p}.endsWith(\"*\") ? {c}.startsWith({p}.substring(0, size({p}) - 1)) : {c} == {p}))",
+        &[("p", p), ("c", c)],
     )
 }
 
 /// True when the request is about a `Namespace` object (core group).
-fn is_namespace_request() -> &'static str {
-    "request.kind.group == \"\" && request.kind.kind == \"Namespace\""
-}
+const IS_NAMESPACE_REQUEST: &str =
+    "request.kind.group == \"\" && request.kind.kind == \"Namespace\"";
 
 /// The namespace that namespace patterns are compared with, for the object bound to `obj`:
 /// a Namespace's own name; otherwise `metadata.namespace`; `""` when absent (cluster-scoped).
 fn object_namespace() -> String {
-    format!(
-        "{} ? (has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\") : \
+    fill(
+        "{isns} ? (has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\") : \
          (has(obj.metadata) && has(obj.metadata.namespace) ? obj.metadata.namespace : \"\")",
-        is_namespace_request()
+        &[("isns", IS_NAMESPACE_REQUEST)],
     )
 }
 
 /// "For some non-null obj in `[object, oldObject]`, with its namespace bound to `ns`, `body`".
 fn some_object_namespace(body: &str) -> String {
-    format!(
-        "[object, oldObject].exists(obj, obj != null && [{}].exists(ns, {body}))",
-        object_namespace()
+    fill(
+        "[object, oldObject].exists(obj, obj != null && [{ns}].exists(ns, {body}))",
+        &[("ns", &object_namespace()), ("body", body)],
     )
 }
 
 /// True when `params.spec.match.<field>` is absent (at any level), or is an empty list or
 /// empty string: "no restriction", as in Gatekeeper's webhook.
 fn unrestricted(field: &str) -> String {
-    format!(
-        "!has(params.spec) || !has(params.spec.match) || !has(params.spec.match.{field}) || \
-         size(params.spec.match.{field}) == 0"
+    fill(
+        "!has(params.spec) || !has(params.spec.match) || !has(params.spec.match.{f}) || \
+         size(params.spec.match.{f}) == 0",
+        &[("f", field)],
+    )
+}
+
+/// `unrestricted(field) || some obj: ns == "" || [!]patterns.exists(p, glob(p, ns))`.
+fn namespace_condition(field: &str, negate: &str) -> String {
+    let body = fill(
+        "ns == \"\" || {not}params.spec.match.{f}.exists(p, {glob})",
+        &[("not", negate), ("f", field), ("glob", &glob("p", "ns"))],
+    );
+    fill(
+        "{unrestricted} || {some}",
+        &[
+            ("unrestricted", &unrestricted(field)),
+            ("some", &some_object_namespace(&body)),
+        ],
     )
 }
 
@@ -116,46 +119,31 @@ fn unrestricted(field: &str) -> String {
 /// absent or empty, or for some obj: it is cluster-scoped (not a Namespace), or its
 /// namespace (a Namespace's own name) matches no pattern.
 pub fn match_excluded_namespaces() -> String {
-    let field = "excludedNamespaces";
-    let body = format!(
-        "ns == \"\" || !params.spec.match.{field}.exists(p, {})",
-        glob("p", "ns")
-    );
-    format!(
-        "{} || {}",
-        unrestricted(field),
-        some_object_namespace(&body)
-    )
+    namespace_condition("excludedNamespaces", "!")
 }
 
 /// `gatekeeper_internal_match_namespaces`: true when `namespaces` is absent or empty, or
 /// for some obj: it is cluster-scoped (not a Namespace), or its namespace (a Namespace's own
 /// name) matches some pattern.
 pub fn match_namespaces() -> String {
-    let field = "namespaces";
-    let body = format!(
-        "ns == \"\" || params.spec.match.{field}.exists(p, {})",
-        glob("p", "ns")
-    );
-    format!(
-        "{} || {}",
-        unrestricted(field),
-        some_object_namespace(&body)
-    )
+    namespace_condition("namespaces", "")
 }
 
 /// `gatekeeper_internal_match_name`: true when `name` is absent or `""`, or for some obj:
 /// its `generateName` is non-empty, the pattern ends with `*` and `generateName` matches
 /// it; or its `metadata.name` (`""` when absent) matches the pattern.
 pub fn match_name() -> String {
-    format!(
-        "{} || [object, oldObject].exists(obj, obj != null && [params.spec.match.name].exists(p, \
+    fill(
+        "{unrestricted} || [object, oldObject].exists(obj, obj != null && \
+         [params.spec.match.name].exists(p, \
          (p.endsWith(\"*\") && has(obj.metadata) && has(obj.metadata.generateName) && \
-         [obj.metadata.generateName].exists(g, g != \"\" && {})) || \
-         [has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\"].exists(n, {})))",
-        unrestricted("name"),
-        glob("p", "g"),
-        glob("p", "n")
+         [obj.metadata.generateName].exists(g, g != \"\" && {globg})) || \
+         [has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\"].exists(n, {globn})))",
+        &[
+            ("unrestricted", &unrestricted("name")),
+            ("globg", &glob("p", "g")),
+            ("globn", &glob("p", "n")),
+        ],
     )
 }
 
@@ -164,11 +152,11 @@ pub fn match_name() -> String {
 /// `request.kind.kind`) and group (its `apiGroups` absent, empty, containing `*` or
 /// `request.kind.group`).
 pub fn match_kinds() -> String {
-    format!(
-        "{} || params.spec.match.kinds.exists(k, \
+    fill(
+        "{unrestricted} || params.spec.match.kinds.exists(k, \
          (!has(k.kinds) || size(k.kinds) == 0 || \"*\" in k.kinds || request.kind.kind in k.kinds) && \
          (!has(k.apiGroups) || size(k.apiGroups) == 0 || \"*\" in k.apiGroups || request.kind.group in k.apiGroups))",
-        unrestricted("kinds")
+        &[("unrestricted", &unrestricted("kinds"))],
     )
 }
 
@@ -177,10 +165,12 @@ pub fn match_kinds() -> String {
 /// when, for some obj, it is cluster-scoped (not a Namespace) or its namespace (a Namespace's
 /// own name) matches no pattern.
 pub fn match_global_excluded(patterns: &[String]) -> String {
-    some_object_namespace(&format!(
-        "ns == \"\" || !{}.exists(p, {})",
-        string_list_literal(patterns),
-        glob("p", "ns")
+    some_object_namespace(&fill(
+        "ns == \"\" || !{list}.exists(p, {glob})",
+        &[
+            ("list", &string_list_literal(patterns)),
+            ("glob", &glob("p", "ns")),
+        ],
     ))
 }
 
@@ -190,12 +180,15 @@ pub fn match_global_excluded(patterns: &[String]) -> String {
 /// it is a Namespace (matched by its own name) without the `admission.gatekeeper.sh/ignore`
 /// label. The label is not checked for namespaced objects.
 pub fn match_global_exempted(patterns: &[String]) -> String {
-    some_object_namespace(&format!(
-        "ns == \"\" || !{}.exists(p, {}) || ({} && !(has(obj.metadata.labels) && {} in obj.metadata.labels))",
-        string_list_literal(patterns),
-        glob("p", "ns"),
-        is_namespace_request(),
-        string_literal(IGNORE_LABEL)
+    some_object_namespace(&fill(
+        "ns == \"\" || !{list}.exists(p, {glob}) || \
+         ({isns} && !(has(obj.metadata.labels) && {label} in obj.metadata.labels))",
+        &[
+            ("list", &string_list_literal(patterns)),
+            ("glob", &glob("p", "ns")),
+            ("isns", IS_NAMESPACE_REQUEST),
+            ("label", &string_literal(IGNORE_LABEL)),
+        ],
     ))
 }
 
@@ -220,7 +213,7 @@ mod tests {
         assert_eq!(string_literal("kube-system"), r#""kube-system""#);
         assert_eq!(string_literal(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(string_literal("a\nb\tc\r"), r#""a\nb\tc\r""#);
-        assert_eq!(string_literal("\u{1}\u{7f}"), r#""\u0001\u007f""#);
+        assert_eq!(string_literal("\u{1}\u{8}"), r#""\u0001\b""#);
         assert_eq!(string_literal("é"), "\"é\"");
         assert_eq!(string_literal("' ${x}"), r#""' ${x}""#);
         assert_eq!(string_list_literal(&["a", "b*"]), r#"["a", "b*"]"#);

@@ -10,8 +10,6 @@
 //! * nesting is limited to [`MAX_DEPTH`] so that hostile input cannot exhaust the stack;
 //! * [`Value::to_json`] is compact and deterministic: the same value always gives the same bytes.
 
-use std::fmt::Write as _;
-
 /// The deepest nesting of arrays and objects the parser accepts.
 pub const MAX_DEPTH: usize = 128;
 
@@ -41,9 +39,19 @@ pub struct ParseError {
     pub offset: usize,
 }
 
+impl ParseError {
+    /// `"<message> at byte <offset>"`.
+    pub fn describe(&self) -> String {
+        crate::text::fill(
+            "{m} at byte {o}",
+            &[("m", &self.message), ("o", &crate::text::num(self.offset))],
+        )
+    }
+}
+
 impl std::fmt::Display for ParseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} at byte {}", self.message, self.offset)
+        f.write_str(&self.describe())
     }
 }
 
@@ -136,6 +144,7 @@ pub fn quote(s: &str) -> String {
 /// Parses one JSON text (surrounding whitespace allowed, nothing else after it).
 pub fn parse(input: &str) -> Result<Value, ParseError> {
     let mut p = Parser {
+        src: input,
         bytes: input.as_bytes(),
         pos: 0,
     };
@@ -149,6 +158,7 @@ pub fn parse(input: &str) -> Result<Value, ParseError> {
 }
 
 struct Parser<'a> {
+    src: &'a str,
     bytes: &'a [u8],
     pos: usize,
 }
@@ -159,6 +169,12 @@ impl Parser<'_> {
             message: message.to_string(),
             offset: self.pos,
         }
+    }
+
+    /// The source text from `start` to the current position (empty if not on char
+    /// boundaries, which the callers rule out: both ends are next to ASCII bytes).
+    fn slice(&self, start: usize) -> &str {
+        self.src.get(start..self.pos).unwrap_or_default()
     }
 
     fn peek(&self) -> Option<u8> {
@@ -295,9 +311,8 @@ impl Parser<'_> {
                 return Err(self.error("invalid number: no digits in the exponent"));
             }
         }
-        // The slice is ASCII digits and signs, so it is valid UTF-8.
-        let text = String::from_utf8_lossy(&self.bytes[start..self.pos]).into_owned();
-        Ok(Value::Number(text))
+        // The range holds ASCII digits and signs, so it is on char boundaries.
+        Ok(Value::Number(self.slice(start).to_string()))
     }
 
     fn hex4(&mut self) -> Result<u32, ParseError> {
@@ -345,7 +360,7 @@ impl Parser<'_> {
             while matches!(self.peek(), Some(c) if c != b'"' && c != b'\\' && c >= 0x20) {
                 self.pos += 1;
             }
-            out.push_str(&String::from_utf8_lossy(&self.bytes[start..self.pos]));
+            out.push_str(self.slice(start));
             match self.peek() {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => {
@@ -413,23 +428,34 @@ fn write_value(out: &mut String, v: &Value) {
 
 /// Writes `s` as a JSON string literal: `"` and `\` escaped, control characters as
 /// `\n`/`\r`/`\t`/`\b`/`\f` or `\u00XX`; everything else (including non-ASCII) verbatim.
+/// Works on bytes and copies unescaped runs whole (small and fast in wasm).
 fn write_string(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(s.get(start..i).unwrap_or_default());
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
         }
+        start = i + 1;
     }
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 

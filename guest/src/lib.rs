@@ -28,6 +28,7 @@ mod scope;
 mod sha256;
 mod source;
 mod template;
+mod text;
 mod transform;
 
 #[cfg(target_arch = "wasm32")]

@@ -12,7 +12,7 @@ const HASH_LEN: usize = 8;
 /// `gatekeeper-<template name>`: the VAP's name. No length check here; the transform rejects
 /// names over [`MAX_NAME_LEN`].
 pub fn policy_name(template_name: &str) -> String {
-    format!("gatekeeper-{template_name}")
+    ["gatekeeper-", template_name].concat()
 }
 
 /// `gatekeeper-<lower(kind)>`: the binding's `spec.policyName`. It equals [`policy_name`]
@@ -21,7 +21,7 @@ pub fn policy_name(template_name: &str) -> String {
 /// Lowercasing is ASCII-only: a CRD kind must be ASCII (the API server requires its
 /// lowercase to be a DNS-1035 label), and the Unicode tables would cost ~15 KB of wasm.
 pub fn binding_policy_name(kind: &str) -> String {
-    format!("gatekeeper-{}", kind.to_ascii_lowercase())
+    ["gatekeeper-", &kind.to_ascii_lowercase()].concat()
 }
 
 /// The binding name `gatekeeper-<lower(kind)>-<constraint name>`, shortened when longer
@@ -35,7 +35,13 @@ pub fn binding_policy_name(kind: &str) -> String {
 ///
 /// The result is at most 253 bytes and ends in `-<8 hex>`.
 pub fn binding_name(kind: &str, constraint_name: &str) -> String {
-    let full = format!("gatekeeper-{}-{constraint_name}", kind.to_ascii_lowercase());
+    let full = [
+        "gatekeeper-",
+        &kind.to_ascii_lowercase(),
+        "-",
+        constraint_name,
+    ]
+    .concat();
     if full.len() <= MAX_NAME_LEN {
         return full;
     }
@@ -43,13 +49,13 @@ pub fn binding_name(kind: &str, constraint_name: &str) -> String {
     let hash = hash.get(..HASH_LEN).unwrap_or(&hash);
     let prefix = char_prefix(&full, MAX_NAME_LEN - HASH_LEN - 1);
     let prefix = prefix.trim_end_matches(['-', '.']);
-    format!("{prefix}-{hash}")
+    [prefix, "-", hash].concat()
 }
 
 /// The pre-v3.23 binding name `gatekeeper-<constraint name>`, or `None` when it would be
 /// longer than 253 bytes (Gatekeeper skips legacy cleanup then).
 pub fn legacy_binding_name(constraint_name: &str) -> Option<String> {
-    let name = format!("gatekeeper-{constraint_name}");
+    let name = ["gatekeeper-", constraint_name].concat();
     (name.len() <= MAX_NAME_LEN).then_some(name)
 }
 

@@ -7,6 +7,7 @@ use crate::model::{
 };
 use crate::naming;
 use crate::template;
+use crate::text::{fill, must_be};
 use crate::transform;
 
 /// Plans one constraint kind. Only a template that is not a JSON object at all is a
@@ -17,18 +18,18 @@ pub fn plan_kind(
     constraints: &[Constraint],
 ) -> Result<KindPlan, PlanError> {
     let doc = json::parse(template_json).map_err(|e| PlanError {
-        message: format!("the ConstraintTemplate is not valid JSON: {e}"),
+        message: fill(
+            "the ConstraintTemplate is not valid JSON: {e}",
+            &[("e", &e.describe())],
+        ),
     })?;
     if !matches!(doc, Value::Object(_)) {
         return Err(PlanError {
-            message: format!(
-                "the ConstraintTemplate must be a JSON object, got {}",
-                doc.type_name()
-            ),
+            message: must_be("the ConstraintTemplate", "a JSON object", &doc),
         });
     }
-    let analysis = template::analyze(settings, &doc);
-    let mut warnings = analysis.warnings.clone();
+    let mut analysis = template::analyze(settings, &doc);
+    let mut warnings = std::mem::take(&mut analysis.warnings);
     let policy = policy(settings, &analysis, &mut warnings);
     let gate = binding_gate(&analysis.decision, &policy);
     let bindings = constraints

@@ -4,6 +4,7 @@
 use crate::cel;
 use crate::json::{self, Value, quote};
 use crate::model::Settings;
+use crate::text::{fill, must_be, num};
 
 /// Operation names in their fixed output order (#4640).
 const OPERATIONS: [&str; 4] = ["CREATE", "UPDATE", "DELETE", "CONNECT"];
@@ -57,12 +58,17 @@ pub fn build(
             conditions,
         });
     };
-    let webhook = json::parse(webhook)
-        .map_err(|e| format!("scope sync: the webhook configuration is not valid JSON: {e}"))?;
+    let webhook = json::parse(webhook).map_err(|e| {
+        fill(
+            "scope sync: the webhook configuration is not valid JSON: {e}",
+            &[("e", &e.describe())],
+        )
+    })?;
     if webhook.as_object().is_none() {
-        return Err(format!(
-            "scope sync: the webhook configuration must be an object, got {}",
-            webhook.type_name()
+        return Err(must_be(
+            "scope sync: the webhook configuration",
+            "an object",
+            &webhook,
         ));
     }
     let match_constraints = synced_match_constraints(&webhook, template_operations, warnings)?;
@@ -124,10 +130,7 @@ fn synced_match_constraints(
             return Err("scope sync: the webhook has no rules".to_string());
         }
         Some(v) => {
-            return Err(format!(
-                "scope sync: the webhook's rules must be a list, got {}",
-                v.type_name()
-            ));
+            return Err(must_be("scope sync: the webhook's rules", "a list", v));
         }
     };
     let mut resource_rules = Vec::new();
@@ -153,10 +156,8 @@ fn resource_rule(
     warnings: &mut Vec<String>,
 ) -> Result<Value, String> {
     if rule.as_object().is_none() {
-        return Err(format!(
-            "scope sync: webhook rule {i} must be an object, got {}",
-            rule.type_name()
-        ));
+        let path = fill("scope sync: webhook rule {i}", &[("i", &num(i))]);
+        return Err(must_be(&path, "an object", rule));
     }
     let copy = |key: &str| rule.get(key).filter(|v| **v != Value::Null).cloned();
     let operations = match template_ops {
@@ -185,35 +186,45 @@ fn intersect(
     template: OpSet,
     warnings: &mut Vec<String>,
 ) -> Result<Value, String> {
-    let path = format!("webhook rule {i} operations");
+    let i = num(i);
+    let path = fill("webhook rule {i} operations", &[("i", &i)]);
     let rule_ops = match rule.get("operations") {
         None | Some(Value::Null) => [false; 4],
         Some(v) => op_set(v, &path)?,
     };
     let both: OpSet = std::array::from_fn(|k| template[k] && rule_ops[k]);
     if both == [false; 4] {
-        return Err(format!(
-            "{NO_MATCHING_OPERATIONS}: the template asks for {}, webhook rule {i} allows {}",
-            op_names(template).join(", "),
-            op_names(rule_ops).join(", ")
+        return Err(fill(
+            "{msg}: the template asks for {t}, webhook rule {i} allows {r}",
+            &[
+                ("msg", NO_MATCHING_OPERATIONS),
+                ("t", &op_text(template)),
+                ("i", &i),
+                ("r", &op_text(rule_ops)),
+            ],
         ));
     }
     if both != template {
-        warnings.push(format!(
+        warnings.push(fill(
             "operations mismatch between webhook and constraint template: the template asks \
-             for {}, webhook rule {i} allows {}; the VAP uses {}",
-            op_names(template).join(", "),
-            op_names(rule_ops).join(", "),
-            op_names(both).join(", ")
+             for {t}, webhook rule {i} allows {r}; the VAP uses {b}",
+            &[
+                ("t", &op_text(template)),
+                ("i", &i),
+                ("r", &op_text(rule_ops)),
+                ("b", &op_text(both)),
+            ],
         ));
     }
-    Ok(Value::str_array(&op_names(both)))
+    Ok(Value::Array(
+        op_names(both).into_iter().map(Value::str).collect(),
+    ))
 }
 
 /// Parses a list of operations; `*` stands for all four.
 fn op_set(v: &Value, path: &str) -> Result<OpSet, String> {
     let Some(items) = v.as_array() else {
-        return Err(format!("{path} must be a list, got {}", v.type_name()));
+        return Err(must_be(path, "a list", v));
     };
     let mut set = [false; 4];
     for item in items {
@@ -222,22 +233,37 @@ fn op_set(v: &Value, path: &str) -> Result<OpSet, String> {
             Some(op) => match OPERATIONS.iter().position(|o| *o == op) {
                 Some(k) => set[k] = true,
                 None => {
-                    return Err(format!(
-                        "{path} has the unknown operation {} (allowed: *, {})",
-                        quote(op),
-                        OPERATIONS.join(", ")
+                    return Err(fill(
+                        "{path} has the unknown operation {op} (allowed: *, {all})",
+                        &[
+                            ("path", path),
+                            ("op", &quote(op)),
+                            ("all", "CREATE, UPDATE, DELETE, CONNECT"),
+                        ],
                     ));
                 }
             },
             None => {
-                return Err(format!(
-                    "{path} must hold strings, got {}",
-                    item.type_name()
-                ));
+                return Err(must_be(path, "a list of strings", item));
             }
         }
     }
     Ok(set)
+}
+
+/// The operations of `set`, comma-separated (`none` when empty), for messages.
+fn op_text(set: OpSet) -> String {
+    let mut out = String::new();
+    for name in op_names(set) {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(name);
+    }
+    if out.is_empty() {
+        out.push_str("none");
+    }
+    out
 }
 
 fn op_names(set: OpSet) -> Vec<&'static str> {
@@ -253,9 +279,10 @@ fn webhook_conditions(webhook: &Value) -> Result<Vec<Value>, String> {
     match webhook.get("matchConditions") {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => Ok(items.clone()),
-        Some(v) => Err(format!(
-            "scope sync: the webhook's matchConditions must be a list, got {}",
-            v.type_name()
+        Some(v) => Err(must_be(
+            "scope sync: the webhook's matchConditions",
+            "a list",
+            v,
         )),
     }
 }

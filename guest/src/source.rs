@@ -7,6 +7,7 @@
 
 use crate::json::{Value, quote};
 use crate::model::FailurePolicy;
+use crate::text::{fill, must_be, num};
 
 /// Prefix of the names Gatekeeper keeps for its own variables and match conditions.
 pub const RESERVED_PREFIX: &str = "gatekeeper_internal_";
@@ -62,10 +63,8 @@ pub struct Source {
 /// source; non-fatal findings go to `warnings`.
 pub fn parse(source: Option<&Value>, warnings: &mut Vec<String>) -> Result<Source, String> {
     let Some(source @ Value::Object(members)) = source else {
-        return Err(format!(
-            "the K8sNativeValidation source must be an object, got {}",
-            source.map_or("nothing", Value::type_name)
-        ));
+        let path = "the K8sNativeValidation source";
+        return Err(must_be(path, "an object", source.unwrap_or(&Value::Null)));
     };
     warn_unknown_source_keys(members, warnings);
     let validations = list(source, "validations")?
@@ -100,7 +99,10 @@ fn warn_unknown_source_keys(members: &[(String, Value)], warnings: &mut Vec<Stri
                     .to_string(),
             );
         } else if !SOURCE_KEYS.contains(&key.as_str()) {
-            warnings.push(format!("source.{key} is not a known key and is ignored"));
+            warnings.push(fill(
+                "source.{key} is not a known key and is ignored",
+                &[("key", key)],
+            ));
         }
     }
 }
@@ -109,10 +111,7 @@ fn list<'a>(source: &'a Value, key: &str) -> Result<&'a [Value], String> {
     match member(source, key) {
         None => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
-        Some(v) => Err(format!(
-            "source.{key} must be a list, got {}",
-            v.type_name()
-        )),
+        Some(v) => Err(must_be(&fill("source.{key}", &[("key", key)]), "a list", v)),
     }
 }
 
@@ -121,9 +120,10 @@ fn opt_string(obj: &Value, key: &str, path: &str) -> Result<Option<String>, Stri
     match member(obj, key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(format!(
-            "{path}.{key} must be a string, got {}",
-            v.type_name()
+        Some(v) => Err(must_be(
+            &fill("{path}.{key}", &[("path", path), ("key", key)]),
+            "a string",
+            v,
         )),
     }
 }
@@ -136,19 +136,23 @@ fn warn_unknown_keys(
 ) {
     for (key, _) in entry {
         if key == "reason" && path.starts_with("source.validations") {
-            warnings.push(format!(
-                "{path}.reason is not supported by Gatekeeper and is dropped from the VAP"
+            warnings.push(fill(
+                "{path}.reason is not supported by Gatekeeper and is dropped from the VAP",
+                &[("path", path)],
             ));
         } else if !known.contains(&key.as_str()) {
-            warnings.push(format!("{path}.{key} is not a known key and is ignored"));
+            warnings.push(fill(
+                "{path}.{key} is not a known key and is ignored",
+                &[("path", path), ("key", key)],
+            ));
         }
     }
 }
 
 fn validation(v: &Value, i: usize, warnings: &mut Vec<String>) -> Result<Validation, String> {
-    let path = format!("source.validations[{i}]");
+    let path = fill("source.validations[{i}]", &[("i", &num(i))]);
     let Value::Object(members) = v else {
-        return Err(format!("{path} must be an object, got {}", v.type_name()));
+        return Err(must_be(&path, "an object", v));
     };
     warn_unknown_keys(
         members,
@@ -170,9 +174,9 @@ fn named_list(
 ) -> Result<Vec<NamedExpression>, String> {
     let mut out = Vec::new();
     for (i, v) in list(source, key)?.iter().enumerate() {
-        let path = format!("source.{key}[{i}]");
+        let path = fill("source.{key}[{i}]", &[("key", key), ("i", &num(i))]);
         let Value::Object(members) = v else {
-            return Err(format!("{path} must be an object, got {}", v.type_name()));
+            return Err(must_be(&path, "an object", v));
         };
         warn_unknown_keys(members, &["name", "expression"], &path, warnings);
         out.push(NamedExpression {
@@ -186,10 +190,14 @@ fn named_list(
 fn check_variable_names(variables: &[NamedExpression]) -> Result<(), String> {
     for (i, v) in variables.iter().enumerate() {
         if RESERVED_VARIABLES.contains(&v.name.as_str()) || v.name.starts_with(RESERVED_PREFIX) {
-            return Err(format!(
-                "source.variables[{i}] has the reserved name {}: variable names must not be \
-                 params or anyObject nor start with {RESERVED_PREFIX}",
-                quote(&v.name)
+            return Err(fill(
+                "source.variables[{i}] has the reserved name {name}: variable names must not \
+                 be params or anyObject nor start with {prefix}",
+                &[
+                    ("i", &num(i)),
+                    ("name", &quote(&v.name)),
+                    ("prefix", RESERVED_PREFIX),
+                ],
             ));
         }
     }
@@ -199,10 +207,14 @@ fn check_variable_names(variables: &[NamedExpression]) -> Result<(), String> {
 fn check_match_condition_names(conditions: &[NamedExpression]) -> Result<(), String> {
     for (i, c) in conditions.iter().enumerate() {
         if c.name.starts_with(RESERVED_PREFIX) {
-            return Err(format!(
-                "source.matchCondition[{i}] has the reserved name {}: match condition names \
-                 must not start with {RESERVED_PREFIX}",
-                quote(&c.name)
+            return Err(fill(
+                "source.matchCondition[{i}] has the reserved name {name}: match condition \
+                 names must not start with {prefix}",
+                &[
+                    ("i", &num(i)),
+                    ("name", &quote(&c.name)),
+                    ("prefix", RESERVED_PREFIX),
+                ],
             ));
         }
     }
@@ -213,14 +225,15 @@ fn failure_policy(source: &Value) -> Result<Option<FailurePolicy>, String> {
     match member(source, "failurePolicy") {
         None => Ok(None),
         Some(Value::String(s)) => FailurePolicy::parse(s).map(Some).ok_or_else(|| {
-            format!(
-                "source.failurePolicy must be Fail or Ignore (exact case), got {}",
-                quote(s)
+            fill(
+                "source.failurePolicy must be Fail or Ignore (exact case), got {s}",
+                &[("s", &quote(s))],
             )
         }),
-        Some(v) => Err(format!(
-            "source.failurePolicy must be the string Fail or Ignore, got {}",
-            v.type_name()
+        Some(v) => Err(must_be(
+            "source.failurePolicy",
+            "the string Fail or Ignore",
+            v,
         )),
     }
 }
@@ -229,9 +242,10 @@ fn generate_vap(source: &Value) -> Result<Option<bool>, String> {
     match member(source, "generateVAP") {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(format!(
-            "source.generateVAP must be a boolean (true or false), got {}",
-            v.type_name()
+        Some(v) => Err(must_be(
+            "source.generateVAP",
+            "a boolean (true or false)",
+            v,
         )),
     }
 }

@@ -4,6 +4,7 @@
 use crate::json::{Value, quote};
 use crate::model::{Settings, SkipReason, TemplateDecision};
 use crate::source::{self, Source};
+use crate::text::{fill, must_be, num};
 
 /// The engine name of the CEL code entry.
 pub const CEL_ENGINE: &str = "K8sNativeValidation";
@@ -88,18 +89,24 @@ fn check_type(doc: &Value) -> Result<(), String> {
     if let Some(v) = doc.get("apiVersion")
         && !v.as_str().is_some_and(|s| API_VERSIONS.contains(&s))
     {
-        return Err(format!(
-            "apiVersion must be one of {}, got {}",
-            API_VERSIONS.join(", "),
-            v.to_json()
+        return Err(fill(
+            "apiVersion must be one of {list}, got {got}",
+            &[
+                (
+                    "list",
+                    "templates.gatekeeper.sh/v1, templates.gatekeeper.sh/v1beta1, \
+                     templates.gatekeeper.sh/v1alpha1",
+                ),
+                ("got", &v.to_json()),
+            ],
         ));
     }
     if let Some(v) = doc.get("kind")
         && v.as_str() != Some("ConstraintTemplate")
     {
-        return Err(format!(
-            "kind must be ConstraintTemplate, got {}",
-            v.to_json()
+        return Err(fill(
+            "kind must be ConstraintTemplate, got {got}",
+            &[("got", &v.to_json())],
         ));
     }
     Ok(())
@@ -116,17 +123,16 @@ fn check_identity(name: &str, kind: &str) -> Result<(), String> {
         );
     }
     if !kind.is_ascii() {
-        return Err(format!(
-            "spec.crd.spec.names.kind {} must be ASCII (a CRD kind is a DNS-1035 label)",
-            quote(kind)
+        return Err(fill(
+            "spec.crd.spec.names.kind {kind} must be ASCII (a CRD kind is a DNS-1035 label)",
+            &[("kind", &quote(kind))],
         ));
     }
     let lower = kind.to_ascii_lowercase();
     if name != lower {
-        return Err(format!(
-            "metadata.name {} must be the lowercase of spec.crd.spec.names.kind, {}",
-            quote(name),
-            quote(&lower)
+        return Err(fill(
+            "metadata.name {name} must be the lowercase of spec.crd.spec.names.kind, {lower}",
+            &[("name", &quote(name)), ("lower", &quote(&lower))],
         ));
     }
     Ok(())
@@ -138,21 +144,15 @@ fn single_target(doc: &Value) -> Result<&Value, String> {
         None | Some(Value::Null) => &[][..],
         Some(Value::Array(items)) => items,
         Some(v) => {
-            return Err(format!(
-                "spec.targets must be a list, got {}",
-                v.type_name()
-            ));
+            return Err(must_be("spec.targets", "a list", v));
         }
     };
     match targets {
         [t @ Value::Object(_)] => Ok(t),
-        [t] => Err(format!(
-            "spec.targets[0] must be an object, got {}",
-            t.type_name()
-        )),
-        _ => Err(format!(
-            "exactly one target is allowed in spec.targets, found {}",
-            targets.len()
+        [t] => Err(must_be("spec.targets[0]", "an object", t)),
+        _ => Err(fill(
+            "exactly one target is allowed in spec.targets, found {n}",
+            &[("n", &num(targets.len()))],
         )),
     }
 }
@@ -163,25 +163,24 @@ fn cel_entry(target: &Value) -> Result<&Value, TemplateDecision> {
         None | Some(Value::Null) => &[][..],
         Some(Value::Array(items)) => items,
         Some(v) => {
-            return Err(TemplateDecision::Error(format!(
-                "spec.targets[0].code must be a list, got {}",
-                v.type_name()
+            return Err(TemplateDecision::Error(must_be(
+                "spec.targets[0].code",
+                "a list",
+                v,
             )));
         }
     };
     let mut found = None;
     for (i, entry) in code.iter().enumerate() {
         if !matches!(entry, Value::Object(_)) {
-            return Err(TemplateDecision::Error(format!(
-                "spec.targets[0].code[{i}] must be an object, got {}",
-                entry.type_name()
-            )));
+            let path = fill("spec.targets[0].code[{i}]", &[("i", &num(i))]);
+            return Err(TemplateDecision::Error(must_be(&path, "an object", entry)));
         }
         if entry.get("engine").and_then(Value::as_str) == Some(CEL_ENGINE) {
             if found.is_some() {
-                return Err(TemplateDecision::Error(format!(
-                    "spec.targets[0].code has more than one {CEL_ENGINE} entry"
-                )));
+                return Err(TemplateDecision::Error(
+                    "spec.targets[0].code has more than one K8sNativeValidation entry".to_string(),
+                ));
             }
             found = Some(entry);
         }
