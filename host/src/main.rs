@@ -44,6 +44,8 @@ enum Command {
         #[command(flatten)]
         module: ModuleArgs,
     },
+    /// Run the controller against a cluster.
+    Run(Box<RunArgs>),
     /// Print the decision module's identity, interface version and sha256.
     Describe {
         /// Also write the module's bytes to this file (e.g. to ship the bundled module).
@@ -54,10 +56,76 @@ enum Command {
     },
 }
 
+/// Options of `vapgen run`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// Standalone mode: create and update each template's constraint CRD (no Gatekeeper).
+    #[arg(long)]
+    manage_crds: bool,
+    /// Elect a leader through a Lease (turn off only when running a single replica).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "vapgen")]
+    lease_name: String,
+    /// Namespace of the Lease and of the readiness canary request.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vapgen-system")]
+    lease_namespace: String,
+    /// Lease duration in seconds: how long a dead leader blocks a take-over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Renew the lease this many seconds before it expires.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    lease_grace_seconds: u64,
+    /// Identity of this replica in the Lease (default: $POD_NAME, else hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address of /metrics, /healthz, /readyz and /debug/records ("off" to disable).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_addr: String,
+    /// Upper bound, in seconds, of the wait for a new kind's readiness before its first binding.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    default_wait_for_vapb_generation: u64,
+    /// Prove readiness with an admission canary (a dry-run Lease create in --lease-namespace);
+    /// false: discovery only.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    readiness_canary: bool,
+    /// Reconciles of different kinds that may run at once.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Re-check everything this often, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(flatten)]
+    module: ModuleArgs,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run(args) = cli.command {
+        init_logging_with(args.log_format, "info");
+        return run(*args);
+    }
     init_logging();
     match cli.command {
+        Command::Run(_) => unreachable!("handled above"),
         Command::Plan {
             paths,
             no_summary,
@@ -74,12 +142,118 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    init_logging_with(LogFormat::Text, "warn");
+}
+
+fn init_logging_with(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let (_rt, decider) = match args.module.load() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let http_addr = if args.http_addr == "off" {
+        None
+    } else {
+        match args.http_addr.parse() {
+            Ok(a) => Some(a),
+            Err(e) => return fail(format!("--http-addr {:?}: {e}", args.http_addr)),
+        }
+    };
+    if args.lease_grace_seconds >= args.lease_duration_seconds {
+        return fail("--lease-grace-seconds must be smaller than --lease-duration-seconds");
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "vapgen".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let cfg = vapgen::controller::RunConfig {
+        settings: args.settings.settings(),
+        reconcile: vapgen::controller::reconcile::ReconcileConfig {
+            manage_crds: args.manage_crds,
+            wait_bound: std::time::Duration::from_secs(args.default_wait_for_vapb_generation),
+            probe_interval: std::time::Duration::from_millis(500),
+        },
+        leader_elect: args.leader_elect,
+        lease_name: args.lease_name.clone(),
+        lease_namespace: args.lease_namespace.clone(),
+        lease_duration: args.lease_duration_seconds,
+        lease_grace: args.lease_grace_seconds,
+        identity,
+        http_addr,
+        canary: args.readiness_canary,
+        workers: args.workers,
+        resync: std::time::Duration::from_secs(args.resync_seconds.max(10)),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result = rt.block_on(async move {
+        let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        vapgen::controller::run(client, decider, cfg, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+async fn client(
+    path: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    use anyhow::Context as _;
+    let opts = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("cannot read kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", p.display()))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&opts)
+            .await
+            .context("cannot load the kubeconfig context")?,
+        None => kube::Config::infer()
+            .await
+            .context("no cluster configuration found (give --kubeconfig, set KUBECONFIG, or run in a cluster)")?,
+    };
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {

@@ -508,13 +508,13 @@ fn check_binding(
     expect_eq(f, &format!("{p}.reason"), be.reason.as_deref(), reason);
     expect_contains(f, &format!("{p}.message"), be.message.as_deref(), msg);
     expect_eq(f, &format!("{p}.name"), be.name.as_deref(), &b.binding_name);
-    if let Some(want) = be.intends {
-        if want != b.intends_binding {
-            f.push(format!(
-                "{p}.intends: expected {want}, got {}",
-                b.intends_binding
-            ));
-        }
+    if let Some(want) = be.intends
+        && want != b.intends_binding
+    {
+        f.push(format!(
+            "{p}.intends: expected {want}, got {}",
+            b.intends_binding
+        ));
     }
     let spec = match &b.outcome {
         BindingOutcome::Bind(s) => Some(s),
@@ -553,18 +553,18 @@ fn check_binding(
 }
 
 fn expect_eq(f: &mut Vec<String>, what: &str, want: Option<&str>, got: &str) {
-    if let Some(want) = want {
-        if want != got {
-            f.push(format!("{what}: expected {want:?}, got {got:?}"));
-        }
+    if let Some(want) = want
+        && want != got
+    {
+        f.push(format!("{what}: expected {want:?}, got {got:?}"));
     }
 }
 
 fn expect_contains(f: &mut Vec<String>, what: &str, want: Option<&str>, got: &str) {
-    if let Some(want) = want {
-        if !got.contains(want) {
-            f.push(format!("{what}: expected to contain {want:?}, got {got:?}"));
-        }
+    if let Some(want) = want
+        && !got.contains(want)
+    {
+        f.push(format!("{what}: expected to contain {want:?}, got {got:?}"));
     }
 }
 

@@ -299,10 +299,10 @@ impl Runtime {
         }
         let component =
             Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        if let Some(path) = cached {
-            if let Err(e) = precompiled::store(&component, &path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the precompile cache");
-            }
+        if let Some(path) = cached
+            && let Err(e) = precompiled::store(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the precompile cache");
         }
         Ok(component)
     }

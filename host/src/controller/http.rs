@@ -1,0 +1,64 @@
+//! `/metrics`, `/healthz`, `/readyz` and `/debug/records`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use super::Handles;
+
+/// Serves until the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, h: Handles) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/debug/records", get(records))
+        .with_state(h);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "http server stopped");
+    }
+}
+
+async fn metrics(State(h): State<Handles>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        h.metrics.encode(),
+    )
+}
+
+/// Ready once the shared caches have listed everything (a follower is ready too: it can
+/// take over at once).
+async fn readyz(State(h): State<Handles>) -> impl IntoResponse {
+    let synced = h.world.read().expect("world").core_synced();
+    if synced {
+        (StatusCode::OK, "ready".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced yet".to_string(),
+        )
+    }
+}
+
+async fn records(State(h): State<Handles>) -> impl IntoResponse {
+    let records = h.records.lock().expect("records");
+    let list: Vec<_> = records
+        .iter()
+        .map(|(k, r)| json!({"kind": k, "record": r}))
+        .collect();
+    let body = json!({
+        "identity": h.leader.identity(),
+        "leader": h.leader.is_leader(),
+        "records": list,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}

@@ -1,0 +1,551 @@
+//! The kube-rs side: watches that feed the [`World`], and [`KubeCluster`], the [`Cluster`]
+//! that writes to a real API server (server-side apply, preconditioned deletes, status,
+//! Events, readiness probes) — only while this replica holds the lease.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::StreamExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    PostParams, Preconditions,
+};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use tokio::task::AbortHandle;
+
+use super::leader::Leader;
+use super::queue::{Key, Queue};
+use super::reconcile::{ApiError, Cluster, Probe, StatusTarget, Target};
+use super::world::{CrdInfo, World, controller_of, watches};
+use crate::snapshot;
+
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "vapgen";
+
+/// ConstraintTemplates (`templates.gatekeeper.sh/v1`).
+pub fn template_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(snapshot::TEMPLATE_GROUP, "v1", "ConstraintTemplate"),
+        "constrainttemplates",
+    )
+}
+
+fn admission_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+        plural,
+    )
+}
+
+/// ValidatingAdmissionPolicies.
+pub fn vap_resource() -> ApiResource {
+    admission_resource("ValidatingAdmissionPolicy", "validatingadmissionpolicies")
+}
+
+/// ValidatingAdmissionPolicyBindings.
+pub fn vapb_resource() -> ApiResource {
+    admission_resource(
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+    )
+}
+
+/// CustomResourceDefinitions.
+pub fn crd_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    )
+}
+
+/// The v1beta1 resource of a constraint kind.
+pub fn constraint_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(snapshot::CONSTRAINT_GROUP, "v1beta1", kind),
+        plural,
+    )
+}
+
+// === watches ===
+
+/// Which cache a watch feeds.
+#[derive(Clone, Debug)]
+enum Feed {
+    Templates,
+    Vaps,
+    Vapbs,
+    Crds,
+    Constraints { kind: String },
+}
+
+impl Feed {
+    fn sync_name(&self) -> String {
+        match self {
+            Feed::Templates => watches::TEMPLATES.into(),
+            Feed::Vaps => watches::VAPS.into(),
+            Feed::Vapbs => watches::VAPBS.into(),
+            Feed::Crds => watches::CRDS.into(),
+            Feed::Constraints { kind } => watches::constraints(kind),
+        }
+    }
+
+    fn map<'a>(&self, w: &'a mut World) -> &'a mut BTreeMap<String, Value> {
+        match self {
+            Feed::Templates => &mut w.templates,
+            Feed::Vaps => &mut w.vaps,
+            Feed::Vapbs => &mut w.vapbs,
+            Feed::Crds => unreachable!("CRDs are kept as CrdInfo"),
+            Feed::Constraints { kind } => {
+                w.constraints.entry(kind.to_ascii_lowercase()).or_default()
+            }
+        }
+    }
+
+    /// The keys an object's change affects.
+    fn keys(&self, obj: &Value) -> Vec<Key> {
+        let name = snapshot::name_of(obj).to_string();
+        match self {
+            Feed::Templates => vec![Key::Template(name)],
+            Feed::Constraints { kind } => vec![Key::Constraint {
+                kind: kind.clone(),
+                name,
+            }],
+            Feed::Vaps => match controller_of(obj) {
+                Some(c) if c.api_version.starts_with(snapshot::TEMPLATE_GROUP) => {
+                    vec![Key::Template(c.name)]
+                }
+                _ => name
+                    .strip_prefix("gatekeeper-")
+                    .map(|t| vec![Key::Template(t.to_string())])
+                    .unwrap_or_default(),
+            },
+            Feed::Vapbs => match controller_of(obj) {
+                Some(c) if c.api_version.starts_with(snapshot::CONSTRAINT_GROUP) => {
+                    vec![Key::Constraint {
+                        kind: c.kind,
+                        name: c.name,
+                    }]
+                }
+                _ => vec![],
+            },
+            Feed::Crds => vec![],
+        }
+    }
+}
+
+/// Shared state of the watch tasks.
+#[derive(Clone)]
+pub struct Watches {
+    client: kube::Client,
+    world: Arc<RwLock<World>>,
+    queue: Queue,
+    kinds: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    shared: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Watches {
+    /// Starts the shared watches; constraint watches start as their CRDs become Established.
+    pub fn start(client: kube::Client, world: Arc<RwLock<World>>, queue: Queue) -> Self {
+        let w = Watches {
+            client,
+            world,
+            queue,
+            kinds: Arc::default(),
+            shared: Arc::default(),
+        };
+        let handles = vec![
+            w.spawn(Feed::Templates, template_resource()),
+            w.spawn(Feed::Vaps, vap_resource()),
+            w.spawn(Feed::Vapbs, vapb_resource()),
+            w.spawn(Feed::Crds, crd_resource()),
+        ];
+        *w.shared.lock().expect("watches") = handles;
+        w
+    }
+
+    /// Stops every watch.
+    pub fn stop(&self) {
+        for h in self.shared.lock().expect("watches").drain(..) {
+            h.abort();
+        }
+        for (_, h) in self.kinds.lock().expect("kinds").drain() {
+            h.abort();
+        }
+    }
+
+    fn spawn(&self, feed: Feed, ar: ApiResource) -> AbortHandle {
+        let this = self.clone();
+        tokio::spawn(async move { this.run(feed, ar).await }).abort_handle()
+    }
+
+    async fn run(&self, feed: Feed, ar: ApiResource) {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        let mut buffer: Option<Vec<Value>> = None;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init) => buffer = Some(Vec::new()),
+                Ok(watcher::Event::InitApply(o)) => {
+                    if let (Some(b), Ok(v)) = (buffer.as_mut(), serde_json::to_value(&o)) {
+                        b.push(v);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let objs = buffer.take().unwrap_or_default();
+                    self.replace(&feed, objs);
+                }
+                Ok(watcher::Event::Apply(o)) => {
+                    if let Ok(v) = serde_json::to_value(&o) {
+                        self.upsert(&feed, v, false);
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    if let Ok(v) = serde_json::to_value(&o) {
+                        self.upsert(&feed, v, true);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(watch = %feed.sync_name(), error = %e, "watch error; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// A (re)list completed: the cache becomes exactly the listed objects.
+    fn replace(&self, feed: &Feed, objs: Vec<Value>) {
+        if let Feed::Crds = feed {
+            for o in objs {
+                self.crd_event(o, false);
+            }
+            self.world
+                .write()
+                .expect("world")
+                .synced
+                .insert(feed.sync_name());
+            return;
+        }
+        let mut keys = Vec::new();
+        {
+            let mut w = self.world.write().expect("world");
+            let map = feed.map(&mut w);
+            for old in map.values() {
+                keys.extend(feed.keys(old));
+            }
+            map.clear();
+            for o in objs {
+                keys.extend(feed.keys(&o));
+                map.insert(snapshot::name_of(&o).to_string(), o);
+            }
+            w.synced.insert(feed.sync_name());
+        }
+        for k in keys {
+            self.queue.add(k);
+        }
+    }
+
+    fn upsert(&self, feed: &Feed, obj: Value, deleted: bool) {
+        if let Feed::Crds = feed {
+            self.crd_event(obj, deleted);
+            return;
+        }
+        let keys = feed.keys(&obj);
+        {
+            let mut w = self.world.write().expect("world");
+            let map = feed.map(&mut w);
+            let name = snapshot::name_of(&obj).to_string();
+            if deleted {
+                map.remove(&name);
+            } else {
+                map.insert(name, obj);
+            }
+        }
+        for k in keys {
+            self.queue.add(k);
+        }
+    }
+
+    fn crd_event(&self, obj: Value, deleted: bool) {
+        if obj.pointer("/spec/group").and_then(Value::as_str) != Some(snapshot::CONSTRAINT_GROUP) {
+            return;
+        }
+        let kind = obj
+            .pointer("/spec/names/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if kind.is_empty() {
+            return;
+        }
+        let key = kind.to_ascii_lowercase();
+        let info = CrdInfo {
+            kind: kind.clone(),
+            plural: obj
+                .pointer("/spec/names/plural")
+                .and_then(Value::as_str)
+                .unwrap_or(&key)
+                .to_string(),
+            established: obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c.get("type").and_then(Value::as_str) == Some("Established")
+                            && c.get("status").and_then(Value::as_str) == Some("True")
+                    })
+                }),
+            uid: obj
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            template_generation: obj
+                .pointer(&format!(
+                    "/metadata/annotations/{}",
+                    super::crds::TEMPLATE_GENERATION_ANNOTATION.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok()),
+        };
+        let mut requeue = vec![Key::Template(key.clone())];
+        if deleted {
+            if let Some(h) = self.kinds.lock().expect("kinds").remove(&key) {
+                h.abort();
+            }
+            let mut w = self.world.write().expect("world");
+            w.crds.remove(&key);
+            // The CRD is gone, so are its constraints: an empty, synced cache.
+            if let Some(m) = w.constraints.insert(key.clone(), BTreeMap::new()) {
+                requeue.extend(m.into_keys().map(|name| Key::Constraint {
+                    kind: kind.clone(),
+                    name,
+                }));
+            }
+            w.synced.insert(watches::constraints(&kind));
+        } else {
+            let start = info.established && !self.kinds.lock().expect("kinds").contains_key(&key);
+            let ar = constraint_resource(&kind, &info.plural);
+            self.world
+                .write()
+                .expect("world")
+                .crds
+                .insert(key.clone(), info);
+            if start {
+                let h = self.spawn(Feed::Constraints { kind: kind.clone() }, ar);
+                self.kinds.lock().expect("kinds").insert(key, h);
+            }
+        }
+        for k in requeue {
+            self.queue.add(k);
+        }
+    }
+}
+
+// === writes ===
+
+/// Writes to the API server, gated on the lease.
+pub struct KubeCluster {
+    client: kube::Client,
+    world: Arc<RwLock<World>>,
+    leader: Arc<Leader>,
+    recorder: Recorder,
+    canary_namespace: Option<String>,
+}
+
+impl KubeCluster {
+    /// A cluster writer. `canary_namespace` enables the admission canary of the readiness
+    /// probe (a dry-run Lease create in that namespace); `None` checks discovery only.
+    pub fn new(
+        client: kube::Client,
+        world: Arc<RwLock<World>>,
+        leader: Arc<Leader>,
+        identity: &str,
+        canary_namespace: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "vapgen".into(),
+                instance: Some(identity.to_string()),
+            },
+        );
+        KubeCluster {
+            client,
+            world,
+            leader,
+            recorder,
+            canary_namespace,
+        }
+    }
+
+    fn api(&self, target: Target) -> Api<DynamicObject> {
+        let ar = match target {
+            Target::Vap => vap_resource(),
+            Target::Vapb => vapb_resource(),
+            Target::Crd => crd_resource(),
+        };
+        Api::all_with(self.client.clone(), &ar)
+    }
+
+    fn status_api(&self, target: &StatusTarget) -> Result<(Api<DynamicObject>, String), ApiError> {
+        match target {
+            StatusTarget::Template(n) => Ok((
+                Api::all_with(self.client.clone(), &template_resource()),
+                n.clone(),
+            )),
+            StatusTarget::Constraint { kind, name } => {
+                let plural = self
+                    .world
+                    .read()
+                    .expect("world")
+                    .crds
+                    .get(&kind.to_ascii_lowercase())
+                    .map(|c| c.plural.clone())
+                    .ok_or_else(|| ApiError::Other(format!("no CRD known for kind {kind}")))?;
+                Ok((
+                    Api::all_with(self.client.clone(), &constraint_resource(kind, &plural)),
+                    name.clone(),
+                ))
+            }
+        }
+    }
+}
+
+/// Maps a kube error to the reconcilers' categories.
+pub fn api_error(e: kube::Error) -> ApiError {
+    match &e {
+        kube::Error::Api(s) if s.code == 404 => ApiError::NotFound,
+        kube::Error::Api(s) if s.code == 409 => ApiError::Conflict(s.message.clone()),
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => {
+            ApiError::Rejected(s.message.clone())
+        }
+        kube::Error::Api(s) => ApiError::Other(format!("{} ({})", s.message, s.code)),
+        _ => ApiError::Other(e.to_string()),
+    }
+}
+
+impl Cluster for KubeCluster {
+    async fn apply(&self, target: Target, obj: &Value) -> Result<Value, ApiError> {
+        if !self.leader.ensure().await {
+            return Err(ApiError::NotLeader);
+        }
+        let name = snapshot::name_of(obj).to_string();
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        let stored = self
+            .api(target)
+            .patch(&name, &pp, &Patch::Apply(obj))
+            .await
+            .map_err(api_error)?;
+        serde_json::to_value(&stored).map_err(|e| ApiError::Other(e.to_string()))
+    }
+
+    async fn delete(
+        &self,
+        target: Target,
+        name: &str,
+        uid: &str,
+        resource_version: &str,
+    ) -> Result<(), ApiError> {
+        if !self.leader.ensure().await {
+            return Err(ApiError::NotLeader);
+        }
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: (!uid.is_empty()).then(|| uid.to_string()),
+                resource_version: (!resource_version.is_empty())
+                    .then(|| resource_version.to_string()),
+            }),
+            ..DeleteParams::default()
+        };
+        self.api(target)
+            .delete(name, &dp)
+            .await
+            .map(|_| ())
+            .map_err(api_error)
+    }
+
+    async fn patch_status(&self, target: &StatusTarget, status: &Value) -> Result<(), ApiError> {
+        if !self.leader.ensure().await {
+            return Err(ApiError::NotLeader);
+        }
+        let (api, name) = self.status_api(target)?;
+        let patch = json!({"status": {"vapgen": status}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(api_error)
+    }
+
+    async fn event(
+        &self,
+        target: &StatusTarget,
+        uid: &str,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) {
+        if !self.leader.is_leader() {
+            return;
+        }
+        let (api_version, kind, name) = match target {
+            StatusTarget::Template(n) => (
+                format!("{}/v1", snapshot::TEMPLATE_GROUP),
+                "ConstraintTemplate".to_string(),
+                n.clone(),
+            ),
+            StatusTarget::Constraint { kind, name } => (
+                format!("{}/v1beta1", snapshot::CONSTRAINT_GROUP),
+                kind.clone(),
+                name.clone(),
+            ),
+        };
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(api_version),
+            kind: Some(kind),
+            name: Some(name),
+            uid: (!uid.is_empty()).then(|| uid.to_string()),
+            ..Default::default()
+        };
+        let mut note = message.to_string();
+        note.truncate(1000);
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            tracing::debug!(error = %e, "cannot publish event");
+        }
+    }
+
+    async fn probe_kind(&self, crd: &CrdInfo) -> Probe {
+        super::readiness::probe(
+            &self.client,
+            crd,
+            self.canary_namespace.as_deref(),
+            &self.leader,
+        )
+        .await
+    }
+}
+
+/// Creates an object unless it exists (used for the canary objects).
+pub(crate) async fn create_or_keep(
+    api: &Api<DynamicObject>,
+    obj: &Value,
+) -> Result<(), kube::Error> {
+    let o: DynamicObject = serde_json::from_value(obj.clone()).map_err(kube::Error::SerdeError)?;
+    match api.create(&PostParams::default(), &o).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,115 @@
+//! Leader election: only the holder of a `coordination.k8s.io/v1` Lease writes.
+//!
+//! kube-lease-manager keeps the lease and publishes "am I the holder" on a watch channel.
+//! That flag can be stale: a process paused (SIGSTOP, a long GC-like stall, a frozen VM) past
+//! its lease still believes it leads when it resumes, until the manager task runs again.
+//! So before a write, [`Leader::ensure`] re-reads the Lease from the API server unless it was
+//! verified less than a second ago (monotonic clock, which keeps running while paused): the
+//! holder must be this replica and its renew time plus duration must lie in the future.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio::sync::watch;
+
+/// How long a verification of the lease is trusted.
+const VERIFIED_FOR: Duration = Duration::from_secs(1);
+
+/// The leadership state of this replica.
+pub struct Leader {
+    identity: String,
+    rx: Option<watch::Receiver<bool>>,
+    lease: Option<(Api<Lease>, String)>,
+    verified_at: Mutex<Option<Instant>>,
+}
+
+impl Leader {
+    /// A replica that always leads (`--leader-elect=false`: a single replica).
+    pub fn always(identity: &str) -> Self {
+        Leader {
+            identity: identity.into(),
+            rx: None,
+            lease: None,
+            verified_at: Mutex::new(None),
+        }
+    }
+
+    /// A replica that leads while it holds `namespace/name`.
+    pub fn elected(
+        identity: &str,
+        rx: watch::Receiver<bool>,
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Self {
+        Leader {
+            identity: identity.into(),
+            rx: Some(rx),
+            lease: Some((Api::namespaced(client, namespace), name.into())),
+            verified_at: Mutex::new(None),
+        }
+    }
+
+    /// This replica's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The lease manager's view (cheap; may be stale after a pause).
+    pub fn is_leader(&self) -> bool {
+        self.rx.as_ref().is_none_or(|rx| *rx.borrow())
+    }
+
+    /// A receiver of leadership changes (`None` when always leading).
+    pub fn changes(&self) -> Option<watch::Receiver<bool>> {
+        self.rx.clone()
+    }
+
+    /// Whether this replica may write now, verified against the API server (see the module doc).
+    pub async fn ensure(&self) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let Some((api, name)) = &self.lease else {
+            return true;
+        };
+        if self
+            .verified_at
+            .lock()
+            .expect("leader lock")
+            .is_some_and(|t| t.elapsed() < VERIFIED_FOR)
+        {
+            return true;
+        }
+        let ok = match api.get(name).await {
+            Ok(l) => holds(&l, &self.identity),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot verify the lease; not writing");
+                false
+            }
+        };
+        *self.verified_at.lock().expect("leader lock") = ok.then(Instant::now);
+        ok
+    }
+}
+
+/// Whether `lease` is held by `identity` and not expired by the local clock.
+pub fn holds(lease: &Lease, identity: &str) -> bool {
+    let Some(spec) = &lease.spec else {
+        return false;
+    };
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return false;
+    }
+    let (Some(renew), Some(secs)) = (&spec.renew_time, spec.lease_duration_seconds) else {
+        return false;
+    };
+    let expires = renew.0.as_second() + i64::from(secs);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    now < expires
+}

@@ -1,0 +1,359 @@
+//! `vapgen run`: the race-free VAP controller.
+//!
+//! ```text
+//!  watches ──► World (caches) ──► Queue (per-kind serial) ──► reconcilers ──► Cluster
+//!  templates, VAPs, VAPBs,          Template(name)             template: decide, VAP,   (leader-only:
+//!  CRDs, constraints per kind       Constraint(kind,name)      publish record           SSA, deletes
+//!                                                               constraint: read record, with preconditions,
+//!                                                               binding                   status, Events)
+//! ```
+//!
+//! Every replica watches and keeps warm caches; only the Lease holder reconciles and writes.
+//! When a replica becomes leader it requeues everything and re-derives all decisions before
+//! its first write. See [`reconcile`] for the ordering rules that make it race-free.
+
+pub mod compare;
+pub mod crds;
+pub mod kube;
+pub mod leader;
+pub mod metrics;
+pub mod queue;
+pub mod readiness;
+pub mod reconcile;
+pub mod record;
+pub mod world;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use vapgen_guest::model::Settings;
+
+use self::kube::{KubeCluster, Watches};
+use self::leader::Leader;
+use self::metrics::Metrics;
+use self::queue::{Key, Queue};
+use self::reconcile::{Ctx, ReconcileConfig};
+use self::record::Records;
+use self::world::World;
+use crate::runtime::{Decide, Decider};
+
+/// Configuration of `vapgen run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Module settings (Gatekeeper's flags).
+    pub settings: Settings,
+    /// Reconciler settings.
+    pub reconcile: ReconcileConfig,
+    /// Use a Lease (false: this replica always leads; run one replica only).
+    pub leader_elect: bool,
+    /// Lease name.
+    pub lease_name: String,
+    /// Lease namespace (also where the readiness canary request goes).
+    pub lease_namespace: String,
+    /// Lease duration in seconds.
+    pub lease_duration: u64,
+    /// Seconds before expiry at which the holder renews.
+    pub lease_grace: u64,
+    /// This replica's identity.
+    pub identity: String,
+    /// Where to serve /metrics, /healthz, /readyz and /debug/records.
+    pub http_addr: Option<SocketAddr>,
+    /// Use the admission canary in readiness probes.
+    pub canary: bool,
+    /// Concurrent reconciles (of different kinds).
+    pub workers: usize,
+    /// Requeue everything this often, as a safety net.
+    pub resync: Duration,
+}
+
+/// Shared handles of a running controller (for the HTTP endpoints and tests).
+#[derive(Clone)]
+pub struct Handles {
+    /// Caches.
+    pub world: Arc<RwLock<World>>,
+    /// Decision record.
+    pub records: Arc<Mutex<Records>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Leadership.
+    pub leader: Arc<Leader>,
+    /// Work queue.
+    pub queue: Queue,
+    /// The module in use.
+    pub decider: Arc<RwLock<Arc<dyn Decide>>>,
+}
+
+/// A started controller: its handles, and the tasks to stop.
+pub struct Controller {
+    /// Shared state (caches, records, metrics, leadership, queue, module).
+    pub handles: Handles,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ctx: Option<Arc<Ctx<KubeCluster>>>,
+    watches: Option<Watches>,
+    lease_task: Option<
+        tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    >,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: ::kube::Client,
+    decider: Decider,
+    cfg: RunConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let c = start(client, decider, cfg).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    c.stop().await;
+    Ok(())
+}
+
+/// Starts watches, leader election, workers and the HTTP endpoints.
+pub async fn start(
+    client: ::kube::Client,
+    decider: Decider,
+    cfg: RunConfig,
+) -> anyhow::Result<Controller> {
+    let world = Arc::new(RwLock::new(World::default()));
+    let queue = Queue::default();
+    let records = Arc::new(Mutex::new(Records::default()));
+    let metrics = Arc::new(Metrics::default());
+    let info = decider.info().clone();
+    metrics.module(
+        &info.name,
+        &info.version,
+        &info.interface_version,
+        decider.sha256(),
+    );
+    tracing::info!(module = %info.name, version = %info.version, sha256 = %decider.sha256(), "decision module loaded");
+
+    let (leader, lease_task) = if cfg.leader_elect {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
+            .with_namespace(&cfg.lease_namespace)
+            .with_identity(&cfg.identity)
+            .with_duration(cfg.lease_duration)
+            .with_grace(cfg.lease_grace)
+            .build()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot set up the lease {}/{}: {e}",
+                    cfg.lease_namespace,
+                    cfg.lease_name
+                )
+            })?;
+        let (rx, task) = manager.watch().await;
+        let l = Leader::elected(
+            &cfg.identity,
+            rx,
+            client.clone(),
+            &cfg.lease_namespace,
+            &cfg.lease_name,
+        );
+        (Arc::new(l), Some(task))
+    } else {
+        (Arc::new(Leader::always(&cfg.identity)), None)
+    };
+
+    let watches = Watches::start(client.clone(), world.clone(), queue.clone());
+    let cluster = KubeCluster::new(
+        client.clone(),
+        world.clone(),
+        leader.clone(),
+        &cfg.identity,
+        cfg.canary.then(|| cfg.lease_namespace.clone()),
+    );
+    let decider: Arc<RwLock<Arc<dyn Decide>>> = Arc::new(RwLock::new(Arc::new(decider)));
+    let ctx = Arc::new(Ctx {
+        cluster,
+        world: world.clone(),
+        records: records.clone(),
+        decider: decider.clone(),
+        settings: cfg.settings.clone(),
+        queue: queue.clone(),
+        config: cfg.reconcile.clone(),
+        readiness: Mutex::default(),
+        observer: metrics.clone(),
+    });
+    let handles = Handles {
+        world: world.clone(),
+        records: records.clone(),
+        metrics: metrics.clone(),
+        leader: leader.clone(),
+        queue: queue.clone(),
+        decider,
+    };
+
+    let mut tasks = Vec::new();
+    if let Some(addr) = cfg.http_addr {
+        let h = handles.clone();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /debug/records");
+        tasks.push(tokio::spawn(async move { http::serve(listener, h).await }));
+    }
+    tasks.push(tokio::spawn(leadership(handles.clone())));
+    tasks.push(tokio::spawn(housekeeping(handles.clone(), cfg.resync)));
+    let backoff: Arc<Mutex<HashMap<Key, u32>>> = Arc::default();
+    for _ in 0..cfg.workers.max(1) {
+        tasks.push(tokio::spawn(worker(
+            ctx.clone(),
+            leader.clone(),
+            metrics.clone(),
+            backoff.clone(),
+        )));
+    }
+    Ok(Controller {
+        handles,
+        tasks,
+        ctx: Some(ctx),
+        watches: Some(watches),
+        lease_task,
+    })
+}
+
+impl Controller {
+    /// Stops every task and releases the lease, so a follower takes over at once.
+    pub async fn stop(mut self) {
+        self.handles.queue.close();
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        if let Some(w) = self.watches.take() {
+            w.stop();
+        }
+        self.ctx = None;
+        let lease_task = self.lease_task.take();
+        drop(self);
+        if let Some(t) = lease_task {
+            // Every receiver is gone now: the lease manager releases the lease and ends.
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+fn requeue_all(h: &Handles) {
+    let keys: Vec<Key> = {
+        let w = h.world.read().expect("world");
+        let mut keys: Vec<Key> = w.templates.keys().cloned().map(Key::Template).collect();
+        for c in w.crds.values() {
+            keys.push(Key::Template(c.kind.to_ascii_lowercase()));
+            for name in w
+                .constraints
+                .get(&c.kind.to_ascii_lowercase())
+                .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
+                keys.push(Key::Constraint {
+                    kind: c.kind.clone(),
+                    name,
+                });
+            }
+        }
+        keys
+    };
+    for k in keys {
+        h.queue.add(k);
+    }
+}
+
+/// Requeues everything whenever this replica becomes leader.
+async fn leadership(h: Handles) {
+    let Some(mut rx) = h.leader.changes() else {
+        h.metrics.leader(true);
+        return;
+    };
+    let mut was = false;
+    loop {
+        let now = *rx.borrow_and_update();
+        h.metrics.leader(now);
+        if now && !was {
+            tracing::info!(
+                identity = h.leader.identity(),
+                "became leader; re-deriving every decision"
+            );
+            requeue_all(&h);
+        } else if !now && was {
+            tracing::warn!(
+                identity = h.leader.identity(),
+                "lost leadership; writes stop"
+            );
+        }
+        was = now;
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn housekeeping(h: Handles, resync: Duration) {
+    let mut last_resync = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let counts = h.records.lock().expect("records").counts();
+        h.metrics.decisions(&counts);
+        h.metrics.queue_depth(h.queue.len());
+        if last_resync.elapsed() >= resync {
+            last_resync = tokio::time::Instant::now();
+            if h.leader.is_leader() {
+                requeue_all(&h);
+            }
+        }
+    }
+}
+
+async fn worker(
+    ctx: Arc<Ctx<KubeCluster>>,
+    leader: Arc<Leader>,
+    metrics: Arc<Metrics>,
+    backoff: Arc<Mutex<HashMap<Key, u32>>>,
+) {
+    while let Some(key) = ctx.queue.next().await {
+        if !leader.is_leader() {
+            // Followers keep caches warm; the new leader requeues everything on take-over.
+            ctx.queue.done(&key);
+            continue;
+        }
+        let result = match &key {
+            Key::Template(name) => reconcile::reconcile_template(&ctx, name).await,
+            Key::Constraint { kind, name } => {
+                reconcile::reconcile_constraint(&ctx, kind, name).await
+            }
+        };
+        let key_type = match &key {
+            Key::Template(_) => "template",
+            Key::Constraint { .. } => "constraint",
+        };
+        ctx.queue.done(&key);
+        match result {
+            Ok(action) => {
+                backoff.lock().expect("backoff").remove(&key);
+                if let Some(d) = action.requeue_after {
+                    ctx.queue.add_after(key.clone(), d);
+                }
+                metrics.reconcile(key_type, true);
+            }
+            Err(e) => {
+                let n = {
+                    let mut b = backoff.lock().expect("backoff");
+                    let n = b.entry(key.clone()).or_insert(0);
+                    *n = (*n + 1).min(8);
+                    *n
+                };
+                let delay = Duration::from_millis(250 * (1 << n)).min(Duration::from_secs(60));
+                tracing::warn!(%key, error = %e, retry_in = ?delay, "reconcile failed");
+                metrics.reconcile(key_type, false);
+                ctx.queue.add_after(key.clone(), delay);
+            }
+        }
+    }
+}
+
+pub mod http;

@@ -1,0 +1,986 @@
+//! The two reconcilers. They read the [`World`] (watch caches) and the [`Records`], call the
+//! decision module, and write through a [`Cluster`] — a trait, so the same code runs against
+//! the real API server and against the simulated one of the schedule-exploration tests.
+//!
+//! Ordering rules (the race fix, spec §5.7):
+//! * template, Generate: apply the VAP, **then** publish the record;
+//! * template, anything else: publish the record, delete the kind's bindings, **then** the VAP;
+//! * a published change requeues every constraint of the kind;
+//! * constraint: reads only the record (and the template snapshot stored in it); `Unknown`
+//!   means wait, never delete; a binding is created only while the record says the VAP exists;
+//! * keys of one kind never run concurrently (see `queue`), so these steps do not interleave.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vapgen_guest::model::{
+    BindingOutcome, KindPlan, NoBindingReason, PolicyOutcome, Settings, SkipReason,
+    TemplateDecision,
+};
+
+use super::compare;
+use super::queue::{Key, Queue};
+use super::record::{Decision, DecisionRecord, Lookup, PolicyState, Readiness, Records};
+use super::world::{ControllerRef, CrdInfo, World, controller_of, identity, template_essence};
+use crate::render::{self, Owner};
+use crate::runtime::Decide;
+use crate::snapshot;
+
+/// What a write touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A ValidatingAdmissionPolicy.
+    Vap,
+    /// A ValidatingAdmissionPolicyBinding.
+    Vapb,
+    /// A constraint CustomResourceDefinition (standalone mode).
+    Crd,
+}
+
+impl Target {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Vap => "vap",
+            Target::Vapb => "vapb",
+            Target::Crd => "crd",
+        }
+    }
+}
+
+/// Whose status is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusTarget {
+    /// A ConstraintTemplate by name.
+    Template(String),
+    /// A constraint by exact-case kind and name.
+    Constraint {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+    },
+}
+
+/// A failed API call.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ApiError {
+    /// This replica does not hold the lease: nothing was written.
+    #[error("not the leader; write dropped")]
+    NotLeader,
+    /// The object does not exist (deletes treat this as success).
+    #[error("not found")]
+    NotFound,
+    /// A precondition (UID / resourceVersion) or conflict failed: the cache was stale.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The API server rejected the object (validation), with its message.
+    #[error("{0}")]
+    Rejected(String),
+    /// Anything else (network, timeouts, RBAC).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The result of a readiness probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Ready for bindings.
+    Ready,
+    /// Not yet, with why.
+    NotYet(String),
+}
+
+/// The writes and probes the reconcilers need. Implemented over kube-rs for real clusters
+/// and in memory for schedule exploration.
+pub trait Cluster: Send + Sync + 'static {
+    /// Server-side apply of a whole object; returns the object as stored.
+    fn apply(
+        &self,
+        target: Target,
+        obj: &Value,
+    ) -> impl Future<Output = Result<Value, ApiError>> + Send;
+    /// Deletes with UID and resourceVersion preconditions.
+    fn delete(
+        &self,
+        target: Target,
+        name: &str,
+        uid: &str,
+        resource_version: &str,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Merge-patches `status.vapgen` of a template or constraint.
+    fn patch_status(
+        &self,
+        target: &StatusTarget,
+        status: &Value,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Records a Kubernetes Event on a template or constraint (best effort).
+    fn event(
+        &self,
+        target: &StatusTarget,
+        uid: &str,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) -> impl Future<Output = ()> + Send;
+    /// Checks whether a kind is ready for its first binding.
+    fn probe_kind(&self, crd: &CrdInfo) -> impl Future<Output = Probe> + Send;
+}
+
+/// Static configuration of the reconcilers.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    /// Create and update constraint CRDs from templates (standalone mode).
+    pub manage_crds: bool,
+    /// Upper bound of the wait before a kind's first binding.
+    pub wait_bound: Duration,
+    /// How often to re-probe a kind that is not ready.
+    pub probe_interval: Duration,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            manage_crds: false,
+            wait_bound: Duration::from_secs(30),
+            probe_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Counters the reconcilers bump (exported as metrics by the runner).
+pub trait Observer: Send + Sync + 'static {
+    /// A write was attempted (`outcome`: ok, error, not-leader).
+    fn write(&self, target: Target, verb: &str, outcome: &str);
+}
+
+/// Ignores observations.
+#[derive(Default)]
+pub struct NoObserver;
+impl Observer for NoObserver {
+    fn write(&self, _: Target, _: &str, _: &str) {}
+}
+
+/// Everything a reconcile needs.
+pub struct Ctx<C: Cluster> {
+    /// Writes.
+    pub cluster: C,
+    /// Watch caches.
+    pub world: Arc<RwLock<World>>,
+    /// The decision record.
+    pub records: Arc<Mutex<Records>>,
+    /// The decision module in use (swappable).
+    pub decider: Arc<RwLock<Arc<dyn Decide>>>,
+    /// Module settings (Gatekeeper's flags).
+    pub settings: Settings,
+    /// Where requeues go.
+    pub queue: Queue,
+    /// Static configuration.
+    pub config: ReconcileConfig,
+    /// When each kind was first seen wanting bindings (for the wait bound).
+    pub readiness: Mutex<std::collections::BTreeMap<String, (Instant, bool)>>,
+    /// Metrics sink.
+    pub observer: Arc<dyn Observer>,
+}
+
+/// What the worker does after a reconcile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Action {
+    /// Reconcile the key again after this delay.
+    pub requeue_after: Option<Duration>,
+}
+
+impl Action {
+    fn done() -> Self {
+        Action::default()
+    }
+    fn after(d: Duration) -> Self {
+        Action {
+            requeue_after: Some(d),
+        }
+    }
+}
+
+/// A reconcile that must be retried with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReconcileError(pub String);
+
+const WAIT_FOR_SYNC: Duration = Duration::from_millis(500);
+
+impl<C: Cluster> Ctx<C> {
+    fn decider(&self) -> Arc<dyn Decide> {
+        self.decider.read().expect("decider lock").clone()
+    }
+
+    async fn write_apply(&self, target: Target, obj: &Value) -> Result<Value, ApiError> {
+        let r = self.cluster.apply(target, obj).await;
+        self.observer.write(target, "apply", outcome_label(&r));
+        if let Ok(stored) = &r {
+            // Read-your-writes: later reconciles of this kind must see it before the watch does.
+            let mut w = self.world.write().expect("world lock");
+            let name = snapshot::name_of(stored).to_string();
+            match target {
+                Target::Vap => drop(w.vaps.insert(name, stored.clone())),
+                Target::Vapb => drop(w.vapbs.insert(name, stored.clone())),
+                Target::Crd => {}
+            }
+        }
+        r
+    }
+
+    async fn write_delete(&self, target: Target, live: &Value) -> Result<(), ApiError> {
+        let name = snapshot::name_of(live).to_string();
+        let (uid, rv) = identity(live);
+        let r = match self.cluster.delete(target, &name, &uid, &rv).await {
+            Err(ApiError::NotFound) => Ok(()),
+            other => other,
+        };
+        self.observer.write(target, "delete", outcome_label(&r));
+        if r.is_ok() {
+            let mut w = self.world.write().expect("world lock");
+            match target {
+                Target::Vap => drop(w.vaps.remove(&name)),
+                Target::Vapb => drop(w.vapbs.remove(&name)),
+                Target::Crd => {}
+            }
+        }
+        r
+    }
+
+    /// Writes `status.vapgen` unless the live object already has it.
+    async fn write_status(&self, target: &StatusTarget, live: &Value, status: Value) {
+        if live.pointer("/status/vapgen") == Some(&without_nulls(&status)) {
+            return;
+        }
+        let r = self.cluster.patch_status(target, &status).await;
+        let outcome = outcome_label(&r);
+        self.observer.write(
+            match target {
+                StatusTarget::Template(_) => Target::Vap,
+                StatusTarget::Constraint { .. } => Target::Vapb,
+            },
+            "status",
+            outcome,
+        );
+        if let Err(e) = r {
+            if !matches!(e, ApiError::NotLeader) {
+                tracing::warn!(?target, error = %e, "status write failed");
+            }
+            return;
+        }
+        // Events accompany state changes, so they are not repeated on every reconcile.
+        let (uid, _) = identity(live);
+        if let Some(msg) = status.get("message").and_then(Value::as_str) {
+            let error = status.get("state").and_then(Value::as_str) == Some("error");
+            if error {
+                self.cluster
+                    .event(target, &uid, true, "VAPGenerationFailed", msg)
+                    .await;
+            }
+        }
+    }
+
+    fn requeue_constraints(&self, kind: &str) {
+        let names: Vec<String> = {
+            let w = self.world.read().expect("world lock");
+            w.constraints_of(kind)
+                .iter()
+                .map(|c| snapshot::name_of(c).to_string())
+                .collect()
+        };
+        for name in names {
+            self.queue.add(Key::Constraint {
+                kind: kind.to_string(),
+                name,
+            });
+        }
+    }
+
+    fn publish(&self, key: &str, record: DecisionRecord) {
+        let kind = record.kind.clone();
+        let changed = self
+            .records
+            .lock()
+            .expect("records lock")
+            .publish(key, record);
+        if changed && !kind.is_empty() {
+            self.requeue_constraints(&kind);
+        }
+    }
+}
+
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+fn outcome_label<T>(r: &Result<T, ApiError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(ApiError::NotLeader) => "not-leader",
+        Err(_) => "error",
+    }
+}
+
+// === template reconciler ===
+
+/// Reconciles one ConstraintTemplate (and so the decision of its kind and its VAP).
+pub async fn reconcile_template<C: Cluster>(
+    ctx: &Ctx<C>,
+    name: &str,
+) -> Result<Action, ReconcileError> {
+    let (template, synced) = {
+        let w = ctx.world.read().expect("world lock");
+        (w.templates.get(name).cloned(), w.core_synced())
+    };
+    if !synced {
+        return Ok(Action::after(WAIT_FOR_SYNC));
+    }
+    let Some(template) = template else {
+        return template_gone(ctx, name).await;
+    };
+    let essence = template_essence(&template);
+    let json = essence.to_string();
+    let plan = ctx
+        .decider()
+        .plan_kind(&ctx.settings, &json, &[])
+        .map_err(|e| ReconcileError(format!("decision module failed for template {name}: {e}")));
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            let status = template_status(&template, "error", &e.0, &[], None);
+            ctx.write_status(&StatusTarget::Template(name.into()), &template, status)
+                .await;
+            return Err(e);
+        }
+    };
+    let uid = identity(&template).0;
+    let generation = template
+        .pointer("/metadata/generation")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let mut record = DecisionRecord {
+        decision: Decision::Absent,
+        template_uid: Some(uid),
+        template_generation: generation,
+        template_json: Some(json),
+        kind: plan.kind.clone(),
+    };
+    if ctx.config.manage_crds
+        && !plan.kind.is_empty()
+        && let Err(e) = ensure_crd(ctx, &template, &plan).await
+    {
+        let status = template_status(&template, "error", &e, &plan.warnings, None);
+        ctx.write_status(&StatusTarget::Template(name.into()), &template, status)
+            .await;
+        return Err(ReconcileError(e));
+    }
+    match (&plan.decision, &plan.policy) {
+        (TemplateDecision::Generate, PolicyOutcome::Desired(vap_json)) => {
+            generate(ctx, name, &template, &plan, vap_json, record).await
+        }
+        _ => {
+            let (reason, error) = no_generate_reason(&plan);
+            record.decision = Decision::NoGenerate {
+                reason: reason.clone(),
+                error,
+            };
+            // Publish first: from now on constraint reconciles delete, never create.
+            ctx.publish(name, record);
+            remove_kind_objects(ctx, name, &plan.kind).await?;
+            let state = if error { "error" } else { "not-generated" };
+            let status = template_status(&template, state, &reason, &plan.warnings, None);
+            ctx.write_status(&StatusTarget::Template(name.into()), &template, status)
+                .await;
+            Ok(Action::done())
+        }
+    }
+}
+
+async fn generate<C: Cluster>(
+    ctx: &Ctx<C>,
+    name: &str,
+    template: &Value,
+    plan: &KindPlan,
+    vap_json: &str,
+    mut record: DecisionRecord,
+) -> Result<Action, ReconcileError> {
+    let desired = match render::policy_object(vap_json, &plan.policy_name) {
+        Ok(mut v) => {
+            ensure_owner(&mut v, template_owner(template));
+            v
+        }
+        Err(e) => {
+            record.decision = Decision::NoGenerate {
+                reason: e.clone(),
+                error: true,
+            };
+            ctx.publish(name, record);
+            remove_kind_objects(ctx, name, &plan.kind).await?;
+            let status = template_status(template, "error", &e, &plan.warnings, None);
+            ctx.write_status(&StatusTarget::Template(name.into()), template, status)
+                .await;
+            return Ok(Action::done());
+        }
+    };
+    let live = ctx
+        .world
+        .read()
+        .expect("world lock")
+        .vaps
+        .get(&plan.policy_name)
+        .cloned();
+    let foreign = live.as_ref().and_then(|l| {
+        let c = controller_of(l);
+        match &c {
+            Some(c) if is_template_owner(c, name) => None,
+            _ => Some(c),
+        }
+    });
+    let mut retry = None;
+    let policy = if let Some(owner) = foreign {
+        PolicyState::Failed(format!(
+            "ValidatingAdmissionPolicy {} exists and is controlled by {}; vapgen does not overwrite objects it does not own",
+            plan.policy_name,
+            describe_owner(owner.as_ref())
+        ))
+    } else if live
+        .as_ref()
+        .is_some_and(|l| compare::vap_equal(&desired, l))
+    {
+        PolicyState::Applied
+    } else {
+        match ctx.write_apply(Target::Vap, &desired).await {
+            Ok(_) => PolicyState::Applied,
+            Err(ApiError::NotLeader) => return Ok(Action::done()),
+            Err(e @ ApiError::Rejected(_)) => {
+                let msg = format!(
+                    "the API server rejected ValidatingAdmissionPolicy {}: {e}",
+                    plan.policy_name
+                );
+                if live.is_some() {
+                    PolicyState::Stale(msg)
+                } else {
+                    PolicyState::Failed(msg)
+                }
+            }
+            Err(e) => {
+                // Transient: keep the previous record, retry with backoff.
+                retry = Some(ReconcileError(format!(
+                    "applying ValidatingAdmissionPolicy {}: {e}",
+                    plan.policy_name
+                )));
+                PolicyState::Failed(e.to_string())
+            }
+        }
+    };
+    if let Some(e) = retry {
+        return Err(e);
+    }
+    let readiness = readiness(ctx, &plan.kind, policy.exists()).await;
+    let waiting = matches!(readiness, Readiness::Waiting(_));
+    let (state, message) = match &policy {
+        PolicyState::Applied => ("generated", String::new()),
+        PolicyState::Stale(m) => (
+            "error",
+            format!("{m} (the previous content stays in force)"),
+        ),
+        PolicyState::Failed(m) => ("error", m.clone()),
+        PolicyState::Absent => ("not-generated", String::new()),
+    };
+    let readiness_note = match &readiness {
+        Readiness::Waiting(m) => Some(m.clone()),
+        Readiness::TimedOut => {
+            Some("readiness not proven within the wait bound; bindings created anyway".into())
+        }
+        Readiness::Ready => None,
+    };
+    record.decision = Decision::Generate { policy, readiness };
+    // The VAP exists (or failed for good) before the record says Generate.
+    ctx.publish(name, record);
+    let status = template_status(template, state, &message, &plan.warnings, readiness_note);
+    ctx.write_status(&StatusTarget::Template(name.into()), template, status)
+        .await;
+    Ok(if waiting {
+        Action::after(ctx.config.probe_interval)
+    } else {
+        Action::done()
+    })
+}
+
+async fn readiness<C: Cluster>(ctx: &Ctx<C>, kind: &str, policy_exists: bool) -> Readiness {
+    if !policy_exists {
+        return Readiness::Waiting("the policy does not exist".into());
+    }
+    let key = kind.to_ascii_lowercase();
+    let first_seen = {
+        let mut m = ctx.readiness.lock().expect("readiness lock");
+        let e = m.entry(key.clone()).or_insert((Instant::now(), false));
+        if e.1 {
+            return Readiness::Ready;
+        }
+        e.0
+    };
+    let crd = ctx
+        .world
+        .read()
+        .expect("world lock")
+        .crds
+        .get(&key)
+        .cloned();
+    let probe = match crd {
+        None => Probe::NotYet(format!(
+            "no CustomResourceDefinition serves kind {kind} yet"
+        )),
+        Some(c) if !c.established => {
+            Probe::NotYet(format!("the CRD of {kind} is not Established yet"))
+        }
+        Some(c) => ctx.cluster.probe_kind(&c).await,
+    };
+    match probe {
+        Probe::Ready => {
+            ctx.readiness
+                .lock()
+                .expect("readiness lock")
+                .insert(key, (first_seen, true));
+            Readiness::Ready
+        }
+        Probe::NotYet(_) if first_seen.elapsed() >= ctx.config.wait_bound => Readiness::TimedOut,
+        Probe::NotYet(m) => Readiness::Waiting(m),
+    }
+}
+
+fn no_generate_reason(plan: &KindPlan) -> (String, bool) {
+    match (&plan.decision, &plan.policy) {
+        (TemplateDecision::Skip(SkipReason::OptedOut), _) => {
+            ("the template sets generateVAP: false".into(), false)
+        }
+        (TemplateDecision::Skip(SkipReason::FlagDefault), _) => (
+            "generateVAP is not set and --default-create-vap-for-templates is false".into(),
+            false,
+        ),
+        (TemplateDecision::NotApplicable(m), _) => (m.clone(), false),
+        (TemplateDecision::Error(m), _) => (m.clone(), true),
+        (_, PolicyOutcome::TransformError(m)) => (m.clone(), true),
+        _ => ("the module returned no policy".into(), true),
+    }
+}
+
+/// Deletes the kind's bindings and then its VAP (both only if vapgen controls them).
+async fn remove_kind_objects<C: Cluster>(
+    ctx: &Ctx<C>,
+    template_name: &str,
+    kind: &str,
+) -> Result<(), ReconcileError> {
+    let kind_key = if kind.is_empty() { template_name } else { kind };
+    let (bindings, vap) = {
+        let w = ctx.world.read().expect("world lock");
+        let b: Vec<Value> = w
+            .bindings_of_kind(kind_key)
+            .into_iter()
+            .filter_map(|(n, _)| w.vapbs.get(&n).cloned())
+            .collect();
+        let v = w
+            .vaps
+            .get(&format!("gatekeeper-{template_name}"))
+            .filter(|v| controller_of(v).is_some_and(|c| is_template_owner(&c, template_name)))
+            .cloned();
+        (b, v)
+    };
+    for b in &bindings {
+        delete_or_retry(ctx, Target::Vapb, b).await?;
+    }
+    if let Some(v) = &vap {
+        delete_or_retry(ctx, Target::Vap, v).await?;
+    }
+    Ok(())
+}
+
+async fn delete_or_retry<C: Cluster>(
+    ctx: &Ctx<C>,
+    target: Target,
+    live: &Value,
+) -> Result<(), ReconcileError> {
+    match ctx.write_delete(target, live).await {
+        Ok(()) | Err(ApiError::NotLeader) => Ok(()),
+        Err(e) => Err(ReconcileError(format!(
+            "deleting {} {}: {e}",
+            target.as_str(),
+            snapshot::name_of(live)
+        ))),
+    }
+}
+
+async fn template_gone<C: Cluster>(ctx: &Ctx<C>, name: &str) -> Result<Action, ReconcileError> {
+    let kind = match ctx.records.lock().expect("records lock").get(name) {
+        Lookup::Known(r) if !r.kind.is_empty() => r.kind.clone(),
+        _ => name.to_string(),
+    };
+    ctx.publish(
+        name,
+        DecisionRecord {
+            decision: Decision::Absent,
+            template_uid: None,
+            template_generation: 0,
+            template_json: None,
+            kind: kind.clone(),
+        },
+    );
+    ctx.readiness.lock().expect("readiness lock").remove(name);
+    remove_kind_objects(ctx, name, &kind).await?;
+    if ctx.config.manage_crds {
+        let crd = {
+            let w = ctx.world.read().expect("world lock");
+            w.crds.get(name).map(|c| (c.uid.clone(), c.plural.clone()))
+        };
+        if let Some((uid, plural)) = crd {
+            let crd_obj = json!({"metadata": {"name": format!("{plural}.{}", snapshot::CONSTRAINT_GROUP), "uid": uid}});
+            delete_or_retry(ctx, Target::Crd, &crd_obj).await?;
+        }
+    }
+    Ok(Action::done())
+}
+
+fn template_owner(template: &Value) -> Owner {
+    Owner {
+        api_version: format!("{}/v1beta1", snapshot::TEMPLATE_GROUP),
+        kind: "ConstraintTemplate".into(),
+        name: snapshot::name_of(template).into(),
+        uid: identity(template).0,
+    }
+}
+
+fn ensure_owner(obj: &mut Value, owner: Owner) {
+    if owner.uid.is_empty() {
+        return;
+    }
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "ownerReferences".into(),
+            Value::Array(vec![owner.to_reference()]),
+        );
+    }
+}
+
+fn is_template_owner(c: &ControllerRef, template_name: &str) -> bool {
+    c.api_version.starts_with(snapshot::TEMPLATE_GROUP)
+        && c.kind == "ConstraintTemplate"
+        && c.name == template_name
+}
+
+fn describe_owner(c: Option<&ControllerRef>) -> String {
+    match c {
+        Some(c) => format!("{} {} ({})", c.kind, c.name, c.api_version),
+        None => "no controller (created by hand?)".into(),
+    }
+}
+
+fn template_status(
+    template: &Value,
+    state: &str,
+    message: &str,
+    warnings: &[String],
+    readiness: Option<String>,
+) -> Value {
+    let generation = template
+        .pointer("/metadata/generation")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    // Absent keys are explicit nulls so the merge patch removes what an earlier status had.
+    json!({
+        "observedGeneration": generation,
+        "state": state,
+        "policy": format!("gatekeeper-{}", snapshot::name_of(template)),
+        "message": (!message.is_empty()).then_some(message),
+        "warnings": (!warnings.is_empty()).then_some(warnings),
+        "readiness": readiness,
+    })
+}
+
+async fn ensure_crd<C: Cluster>(
+    ctx: &Ctx<C>,
+    template: &Value,
+    plan: &KindPlan,
+) -> Result<(), String> {
+    let desired = super::crds::constraint_crd(template, &plan.kind)?;
+    let name = snapshot::name_of(&desired).to_string();
+    let up_to_date = {
+        let w = ctx.world.read().expect("world lock");
+        w.crds
+            .get(&plan.kind.to_ascii_lowercase())
+            .is_some_and(|c| c.established && super::crds::matches_generation(template, c))
+    };
+    if up_to_date {
+        return Ok(());
+    }
+    match ctx.write_apply(Target::Crd, &desired).await {
+        Ok(_) | Err(ApiError::NotLeader) => Ok(()),
+        Err(e) => Err(format!(
+            "cannot create or update CustomResourceDefinition {name}: {e}"
+        )),
+    }
+}
+
+// === constraint reconciler ===
+
+/// Reconciles one constraint's binding and status.
+pub async fn reconcile_constraint<C: Cluster>(
+    ctx: &Ctx<C>,
+    kind: &str,
+    name: &str,
+) -> Result<Action, ReconcileError> {
+    let (obj, synced) = {
+        let w = ctx.world.read().expect("world lock");
+        let obj = w
+            .constraints
+            .get(&kind.to_ascii_lowercase())
+            .and_then(|m| m.get(name))
+            .cloned();
+        (obj, w.core_synced() && w.kind_synced(kind))
+    };
+    if !synced {
+        // Never act on a partial cache: an unlisted constraint is not a deleted one.
+        return Ok(Action::after(WAIT_FOR_SYNC));
+    }
+    let Some(obj) = obj else {
+        delete_bindings_of(ctx, kind, name).await?;
+        return Ok(Action::done());
+    };
+    let record = match ctx.records.lock().expect("records lock").get(kind) {
+        Lookup::Unknown => None,
+        Lookup::Known(r) => Some(r.clone()),
+    };
+    let Some(record) = record else {
+        // Unknown: the template reconciler has not spoken since start-up. Wait; never delete.
+        return Ok(Action::after(WAIT_FOR_SYNC));
+    };
+    let target = StatusTarget::Constraint {
+        kind: kind.into(),
+        name: name.into(),
+    };
+    let generation = obj
+        .pointer("/metadata/generation")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let Some(template_json) = &record.template_json else {
+        delete_bindings_of(ctx, kind, name).await?;
+        let msg =
+            format!("no ConstraintTemplate defines kind {kind}; the constraint has no binding");
+        let status = constraint_status("error", &msg, generation, None);
+        ctx.write_status(&target, &obj, status).await;
+        return Ok(Action::done());
+    };
+    let input = snapshot::extract_constraint(&obj);
+    let plan = ctx
+        .decider()
+        .plan_kind(&ctx.settings, template_json, std::slice::from_ref(&input))
+        .map_err(|e| ReconcileError(format!("decision module failed for {kind}/{name}: {e}")))?;
+    let Some(b) = plan.bindings.first() else {
+        return Err(ReconcileError(format!(
+            "decision module returned no binding plan for {kind}/{name}"
+        )));
+    };
+    let live = ctx
+        .world
+        .read()
+        .expect("world lock")
+        .vapbs
+        .get(&b.binding_name)
+        .cloned();
+    let ours = |v: &Value| controller_of(v).is_some_and(|c| is_constraint_owner(&c, kind, name));
+    if let Some(l) = live.as_ref().filter(|l| !ours(l)) {
+        let msg = format!(
+            "ValidatingAdmissionPolicyBinding {} exists and is controlled by {}; vapgen does not overwrite or delete objects it does not own",
+            b.binding_name,
+            describe_owner(controller_of(l).as_ref())
+        );
+        ctx.write_status(
+            &target,
+            &obj,
+            constraint_status("error", &msg, generation, Some(&b.binding_name)),
+        )
+        .await;
+        return Ok(Action::done());
+    }
+    let (state, message) = match (&b.outcome, &record.decision) {
+        (BindingOutcome::Bind(spec), Decision::Generate { policy, readiness }) => {
+            if !policy.exists() {
+                delete_if_ours(ctx, live.as_ref()).await?;
+                let m = match policy {
+                    PolicyState::Failed(m) => m.clone(),
+                    _ => "the policy does not exist".into(),
+                };
+                (
+                    "error",
+                    format!("no binding: the policy could not be created: {m}"),
+                )
+            } else {
+                let owner = Owner::constraint(kind, name, &identity(&obj).0);
+                let desired = render::binding_object(spec, Some(&owner))
+                    .map_err(|e| ReconcileError(format!("{kind}/{name}: {e}")))?;
+                if live
+                    .as_ref()
+                    .is_some_and(|l| compare::vapb_equal(&desired, l))
+                {
+                    ("generated", String::new())
+                } else if live.is_none() && !readiness.allows_bindings() {
+                    let why = match readiness {
+                        Readiness::Waiting(m) => m.clone(),
+                        _ => String::new(),
+                    };
+                    (
+                        "waiting",
+                        format!(
+                            "waiting for the API server to serve {kind} before creating the binding: {why}"
+                        ),
+                    )
+                } else {
+                    match ctx.write_apply(Target::Vapb, &desired).await {
+                        Ok(_) => ("generated", String::new()),
+                        Err(ApiError::NotLeader) => return Ok(Action::done()),
+                        Err(e @ ApiError::Rejected(_)) => (
+                            "error",
+                            format!(
+                                "the API server rejected ValidatingAdmissionPolicyBinding {}: {e}",
+                                spec.name
+                            ),
+                        ),
+                        Err(e) => {
+                            return Err(ReconcileError(format!(
+                                "applying binding {}: {e}",
+                                spec.name
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        (BindingOutcome::Bind(_), _) => {
+            delete_if_ours(ctx, live.as_ref()).await?;
+            (
+                "not-applicable",
+                "the template does not generate a policy".into(),
+            )
+        }
+        (BindingOutcome::None(reason), _) => {
+            delete_if_ours(ctx, live.as_ref()).await?;
+            match reason {
+                NoBindingReason::NoIntent => ("none", String::new()),
+                NoBindingReason::TemplateSkipped => (
+                    "not-applicable",
+                    "the template does not generate a ValidatingAdmissionPolicy".into(),
+                ),
+                NoBindingReason::TemplateNotApplicable => (
+                    "not-applicable",
+                    "the template has no K8sNativeValidation code".into(),
+                ),
+                NoBindingReason::TemplateError => {
+                    let why = match &record.decision {
+                        Decision::NoGenerate { reason, .. } => reason.clone(),
+                        _ => "see the template's status".into(),
+                    };
+                    (
+                        "error",
+                        format!("no binding: the template has an error: {why}"),
+                    )
+                }
+            }
+        }
+        (BindingOutcome::Error(m), _) => {
+            // Invalid constraints are reconciled away: no stale binding keeps enforcing.
+            delete_if_ours(ctx, live.as_ref()).await?;
+            ("error", m.clone())
+        }
+    };
+    if let Some(legacy) = &b.legacy_binding_name
+        && matches!(state, "generated" | "none" | "not-applicable")
+    {
+        let l = ctx
+            .world
+            .read()
+            .expect("world lock")
+            .vapbs
+            .get(legacy)
+            .cloned();
+        if l.as_ref().is_some_and(ours) {
+            delete_if_ours(ctx, l.as_ref()).await?;
+        }
+    }
+    let binding = matches!(b.outcome, BindingOutcome::Bind(_)).then_some(b.binding_name.as_str());
+    ctx.write_status(
+        &target,
+        &obj,
+        constraint_status(state, &message, generation, binding),
+    )
+    .await;
+    Ok(Action::done())
+}
+
+async fn delete_if_ours<C: Cluster>(
+    ctx: &Ctx<C>,
+    live: Option<&Value>,
+) -> Result<(), ReconcileError> {
+    match live {
+        Some(l) => delete_or_retry(ctx, Target::Vapb, l).await,
+        None => Ok(()),
+    }
+}
+
+/// Deletes every binding controlled by the constraint `kind/name` (it is gone).
+async fn delete_bindings_of<C: Cluster>(
+    ctx: &Ctx<C>,
+    kind: &str,
+    name: &str,
+) -> Result<(), ReconcileError> {
+    let owned: Vec<Value> = {
+        let w = ctx.world.read().expect("world lock");
+        w.bindings_of_kind(kind)
+            .into_iter()
+            .filter(|(_, c)| c.name == name)
+            .filter_map(|(n, _)| w.vapbs.get(&n).cloned())
+            .collect()
+    };
+    for b in &owned {
+        delete_or_retry(ctx, Target::Vapb, b).await?;
+    }
+    Ok(())
+}
+
+fn is_constraint_owner(c: &ControllerRef, kind: &str, name: &str) -> bool {
+    c.api_version.starts_with(snapshot::CONSTRAINT_GROUP) && c.kind == kind && c.name == name
+}
+
+fn constraint_status(state: &str, message: &str, generation: u64, binding: Option<&str>) -> Value {
+    let mut ep = json!({
+        "enforcementPoint": "vap.k8s.io",
+        "state": state,
+        "observedGeneration": generation,
+    });
+    if !message.is_empty() {
+        ep["message"] = Value::String(message.into());
+    }
+    // No intent: no vap.k8s.io enforcement point at all (as Gatekeeper, test 7).
+    let points = if state == "none" {
+        json!([])
+    } else {
+        json!([ep])
+    };
+    json!({
+        "observedGeneration": generation,
+        "state": state,
+        "message": (!message.is_empty()).then_some(message),
+        "binding": binding,
+        "enforcementPointsStatus": points,
+    })
+}

@@ -1,0 +1,189 @@
+//! The controller's view of the cluster, fed by watches. Pure data: no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::snapshot;
+
+/// Who controls an object (its `controller: true` owner reference).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerRef {
+    /// Owner apiVersion.
+    pub api_version: String,
+    /// Owner kind.
+    pub kind: String,
+    /// Owner name.
+    pub name: String,
+    /// Owner UID.
+    pub uid: String,
+}
+
+/// The controller owner reference of an object, if any.
+pub fn controller_of(obj: &Value) -> Option<ControllerRef> {
+    let refs = obj.pointer("/metadata/ownerReferences")?.as_array()?;
+    refs.iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| ControllerRef {
+            api_version: s(r, "apiVersion"),
+            kind: s(r, "kind"),
+            name: s(r, "name"),
+            uid: s(r, "uid"),
+        })
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// UID and resourceVersion of an object (for delete preconditions).
+pub fn identity(obj: &Value) -> (String, String) {
+    (
+        obj.pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        obj.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// A constraint CRD as far as readiness is concerned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrdInfo {
+    /// Exact-case kind.
+    pub kind: String,
+    /// Plural resource name.
+    pub plural: String,
+    /// `Established` condition is true.
+    pub established: bool,
+    /// CRD UID.
+    pub uid: String,
+    /// The template generation a vapgen-managed CRD was made from (annotation).
+    pub template_generation: Option<u64>,
+}
+
+/// Everything the reconcilers read.
+#[derive(Debug, Default)]
+pub struct World {
+    /// ConstraintTemplates by name.
+    pub templates: BTreeMap<String, Value>,
+    /// Constraints by lower-case kind, then name.
+    pub constraints: BTreeMap<String, BTreeMap<String, Value>>,
+    /// ValidatingAdmissionPolicies by name.
+    pub vaps: BTreeMap<String, Value>,
+    /// ValidatingAdmissionPolicyBindings by name.
+    pub vapbs: BTreeMap<String, Value>,
+    /// Constraint CRDs by lower-case kind.
+    pub crds: BTreeMap<String, CrdInfo>,
+    /// Watches that completed their initial list.
+    pub synced: BTreeSet<String>,
+}
+
+/// Names of the watches in [`World::synced`].
+pub mod watches {
+    /// ConstraintTemplates.
+    pub const TEMPLATES: &str = "templates";
+    /// VAPs.
+    pub const VAPS: &str = "vaps";
+    /// VAPBs.
+    pub const VAPBS: &str = "vapbs";
+    /// Constraint CRDs.
+    pub const CRDS: &str = "crds";
+    /// The constraint watch of a kind: `constraints/<lower kind>`.
+    pub fn constraints(kind: &str) -> String {
+        format!("constraints/{}", kind.to_ascii_lowercase())
+    }
+}
+
+impl World {
+    /// Whether the shared watches have listed everything once.
+    pub fn core_synced(&self) -> bool {
+        [
+            watches::TEMPLATES,
+            watches::VAPS,
+            watches::VAPBS,
+            watches::CRDS,
+        ]
+        .iter()
+        .all(|w| self.synced.contains(*w))
+    }
+
+    /// Whether the constraints of a kind have been listed once.
+    pub fn kind_synced(&self, kind: &str) -> bool {
+        self.synced.contains(&watches::constraints(kind))
+    }
+
+    /// The constraints of a kind, in name order.
+    pub fn constraints_of(&self, kind: &str) -> Vec<&Value> {
+        self.constraints
+            .get(&kind.to_ascii_lowercase())
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// Names of the bindings whose controller is a constraint of `kind` (any name).
+    pub fn bindings_of_kind(&self, kind: &str) -> Vec<(String, ControllerRef)> {
+        self.vapbs
+            .iter()
+            .filter_map(|(n, b)| {
+                let c = controller_of(b)?;
+                (c.api_version.starts_with(snapshot::CONSTRAINT_GROUP)
+                    && c.kind.eq_ignore_ascii_case(kind))
+                .then(|| (n.clone(), c))
+            })
+            .collect()
+    }
+}
+
+/// Strips what changes without changing the template's meaning (status, resourceVersion,
+/// managedFields, annotations), so a status write does not look like a new template.
+pub fn template_essence(t: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for k in ["apiVersion", "kind", "spec"] {
+        if let Some(v) = t.get(k) {
+            out.insert(k.into(), v.clone());
+        }
+    }
+    let mut meta = serde_json::Map::new();
+    for k in ["name", "uid", "generation"] {
+        if let Some(v) = t.pointer(&format!("/metadata/{k}")) {
+            meta.insert(k.into(), v.clone());
+        }
+    }
+    out.insert("metadata".into(), Value::Object(meta));
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_the_controller_reference() {
+        let o = json!({"metadata": {"ownerReferences": [
+            {"apiVersion": "v1", "kind": "X", "name": "n", "uid": "1"},
+            {"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "Foo", "name": "a", "uid": "2", "controller": true}
+        ]}});
+        let c = controller_of(&o).unwrap();
+        assert_eq!(
+            (c.kind.as_str(), c.name.as_str(), c.uid.as_str()),
+            ("Foo", "a", "2")
+        );
+        assert!(controller_of(&json!({"metadata": {}})).is_none());
+    }
+
+    #[test]
+    fn template_essence_ignores_status_and_versions() {
+        let a = json!({"apiVersion": "v", "kind": "k", "metadata": {"name": "n", "uid": "u", "generation": 2, "resourceVersion": "5"}, "spec": {"x": 1}, "status": {"a": 1}});
+        let mut b = a.clone();
+        b["metadata"]["resourceVersion"] = json!("9");
+        b["status"] = json!({"b": 2});
+        assert_eq!(template_essence(&a), template_essence(&b));
+        b["spec"]["x"] = json!(2);
+        assert_ne!(template_essence(&a), template_essence(&b));
+    }
+}
