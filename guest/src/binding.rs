@@ -5,13 +5,13 @@
 //! Order of checks: constraint validity errors, then no intent, then the template gate
 //! (decision not Generate, or no VAP content), then the binding.
 
-use crate::json::{self, Value, quote};
+use crate::json::quote;
 use crate::model::{
     BindingOutcome, BindingPlan, BindingSpec, Constraint, EnforcementAction, NoBindingReason,
     Settings, ValidationAction,
 };
 use crate::naming;
-use crate::text::{fill, join, must_be, num};
+use crate::text::{fill, join, num};
 
 /// The enforcement point of the VAP.
 pub const VAP_POINT: &str = "vap.k8s.io";
@@ -43,20 +43,37 @@ pub fn parse_action(action: Option<&str>) -> EnforcementAction {
     }
 }
 
-/// Plans one constraint. `gate` is `None` when the template's VAP is desired, otherwise the
-/// reason no binding may exist.
-pub fn plan(
-    settings: &Settings,
-    kind: &str,
-    gate: Option<NoBindingReason>,
-    c: &Constraint,
-) -> BindingPlan {
+/// What is the same for every constraint of one kind (computed once per plan).
+#[derive(Clone, Debug)]
+pub struct KindContext {
+    /// `lower(kind)`.
+    pub lower_kind: String,
+    /// `gatekeeper-<lower(kind)>`.
+    pub policy_name: String,
+    /// `None` when the template's VAP is desired, otherwise why no binding may exist.
+    pub gate: Option<NoBindingReason>,
+}
+
+impl KindContext {
+    /// The context for `kind`.
+    pub fn new(kind: &str, gate: Option<NoBindingReason>) -> Self {
+        KindContext {
+            lower_kind: kind.to_ascii_lowercase(),
+            policy_name: naming::binding_policy_name(kind),
+            gate,
+        }
+    }
+}
+
+/// Plans one constraint.
+pub fn plan(settings: &Settings, kind: &KindContext, c: &Constraint) -> BindingPlan {
     let action = parse_action(c.enforcement_action.as_deref());
     let intended = intended_actions(settings, action, c);
-    let outcome = outcome(kind, gate, action, &intended, c);
+    let binding_name = naming::binding_name_for_lower_kind(&kind.lower_kind, &c.name);
+    let outcome = outcome(kind, action, &intended, c, &binding_name);
     BindingPlan {
         constraint: c.name.clone(),
-        binding_name: naming::binding_name(kind, &c.name),
+        binding_name,
         legacy_binding_name: naming::legacy_binding_name(&c.name),
         enforcement_action: action,
         intends_binding: !intended.is_empty(),
@@ -66,11 +83,11 @@ pub fn plan(
 }
 
 fn outcome(
-    kind: &str,
-    gate: Option<NoBindingReason>,
+    kind: &KindContext,
     action: EnforcementAction,
     intended: &[&str],
     c: &Constraint,
+    binding_name: &str,
 ) -> BindingOutcome {
     if let Err(e) = validate(action, c) {
         return BindingOutcome::Error(e);
@@ -82,12 +99,12 @@ fn outcome(
         Ok(a) => a,
         Err(e) => return BindingOutcome::Error(e),
     };
-    if let Some(reason) = gate {
+    if let Some(reason) = kind.gate {
         return BindingOutcome::None(reason);
     }
     BindingOutcome::Bind(BindingSpec {
-        name: naming::binding_name(kind, &c.name),
-        policy_name: naming::binding_policy_name(kind),
+        name: binding_name.to_string(),
+        policy_name: kind.policy_name.clone(),
         param_name: c.name.clone(),
         validation_actions: actions,
         object_selector: c.label_selector.clone(),
@@ -183,11 +200,8 @@ fn validate(action: EnforcementAction, c: &Constraint) -> Result<(), String> {
     if action == EnforcementAction::Scoped {
         validate_scoped(c)?;
     }
-    check_selector(c.label_selector.as_deref(), "spec.match.labelSelector")?;
-    check_selector(
-        c.namespace_selector.as_deref(),
-        "spec.match.namespaceSelector",
-    )
+    // Selectors are copied verbatim; the host reports their shape problems in `malformed`.
+    Ok(())
 }
 
 /// Gatekeeper's `ValidateScopedEnforcementAction`.
@@ -243,18 +257,6 @@ fn validate_scoped(c: &Constraint) -> Result<(), String> {
     Ok(())
 }
 
-/// A selector, when present, must be a JSON object (it is copied verbatim into the binding).
-fn check_selector(selector: Option<&str>, path: &str) -> Result<(), String> {
-    match selector.map(json::parse) {
-        None | Some(Ok(Value::Object(_))) => Ok(()),
-        Some(Ok(v)) => Err(must_be(path, "an object", &v)),
-        Some(Err(e)) => Err(fill(
-            "{path} is not valid JSON: {e}",
-            &[("path", path), ("e", &e.describe())],
-        )),
-    }
-}
-
 fn warnings(action: EnforcementAction, c: &Constraint) -> Vec<String> {
     if action != EnforcementAction::Scoped && c.scoped_enforcement_actions.is_some() {
         return vec![
@@ -307,7 +309,7 @@ mod tests {
     }
 
     fn run(flag: bool, c: &Constraint) -> BindingPlan {
-        plan(&settings(flag), "K8sFoo", None, c)
+        plan(&settings(flag), &KindContext::new("K8sFoo", None), c)
     }
 
     fn actions(p: &BindingPlan) -> Vec<ValidationAction> {
@@ -436,12 +438,8 @@ mod tests {
         let c = scoped(&[("deny", &["*"]), ("warn", &["vap.k8s.io"])]);
         assert!(error(&run(true, &c)).contains("both Deny and Warn"));
         // Even when the template would give no binding: the constraint is invalid.
-        let p = plan(
-            &settings(true),
-            "K",
-            Some(NoBindingReason::TemplateSkipped),
-            &c,
-        );
+        let gate = Some(NoBindingReason::TemplateSkipped);
+        let p = plan(&settings(true), &KindContext::new("K", gate), &c);
         assert!(matches!(p.outcome, O::Error(_)));
     }
 
@@ -515,12 +513,6 @@ mod tests {
         let mut c = constraint(None);
         c.name.clear();
         assert!(error(&run(true, &c)).contains("no metadata.name"));
-        let mut c = constraint(None);
-        c.label_selector = Some("[1]".into());
-        assert!(error(&run(true, &c)).contains("spec.match.labelSelector must be an object"));
-        let mut c = constraint(None);
-        c.namespace_selector = Some("{".into());
-        assert!(error(&run(true, &c)).contains("spec.match.namespaceSelector is not valid JSON"));
     }
 
     #[test]
@@ -545,7 +537,8 @@ mod tests {
             NoBindingReason::TemplateNotApplicable,
             NoBindingReason::TemplateError,
         ] {
-            let p = plan(&settings(true), "K8sFoo", Some(reason), &constraint(None));
+            let kind = KindContext::new("K8sFoo", Some(reason));
+            let p = plan(&settings(true), &kind, &constraint(None));
             assert!(p.intends_binding);
             assert_eq!(p.outcome, O::None(reason));
             assert_eq!(
@@ -554,12 +547,8 @@ mod tests {
             );
         }
         // Row B2: no intent wins over the template gate.
-        let p = plan(
-            &settings(false),
-            "K8sFoo",
-            Some(NoBindingReason::TemplateSkipped),
-            &constraint(None),
-        );
+        let kind = KindContext::new("K8sFoo", Some(NoBindingReason::TemplateSkipped));
+        let p = plan(&settings(false), &kind, &constraint(None));
         assert_eq!(p.outcome, O::None(NoBindingReason::NoIntent));
     }
 

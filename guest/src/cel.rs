@@ -19,9 +19,13 @@
 //! `[value].exists(name, …)`, which works in every CEL environment.
 //!
 //! Only the standard CEL library and the `strings` extension (`substring`), both part of the
-//! Kubernetes CEL environment, are used.
+//! Kubernetes CEL environment, are used. The expressions were checked with the Kubernetes
+//! 1.34 VAP match-condition compiler and evaluator (see the crate's tests/README).
+//!
+//! The fixed expressions are assembled at compile time with `concat!` (no run-time string
+//! building, nothing to allocate); only the scope-sync conditions embed run-time lists.
 
-use crate::text::{fill, join};
+use crate::text::join;
 
 /// Name of the excluded-namespaces condition.
 pub const EXCLUDED_NAMESPACES: &str = "gatekeeper_internal_match_excluded_namespaces";
@@ -36,8 +40,154 @@ pub const GLOBAL_EXCLUDED: &str = "gatekeeper_internal_match_global_excluded_nam
 /// Name of the global exempted-namespaces condition.
 pub const GLOBAL_EXEMPTED: &str = "gatekeeper_internal_match_global_exempted_namespaces";
 
-/// The label that exempts a Namespace from Gatekeeper's webhook.
-pub const IGNORE_LABEL: &str = "admission.gatekeeper.sh/ignore";
+/// Gatekeeper's wildcard match of candidate `c` against pattern `p` (two CEL identifiers
+/// bound to strings), exactly as Gatekeeper's `wildcard.Matches`:
+///
+/// * `*x*` → `c` contains `x` (`*` and `**` match everything);
+/// * `*x` → `c` ends with `x`;
+/// * `x*` → `c` starts with `x`;
+/// * otherwise `c == p`.
+macro_rules! glob {
+    ($p:literal, $c:literal) => {
+        concat!(
+            "(",
+            $p,
+            ".startsWith(\"*\") ? ((",
+            $p,
+            ".endsWith(\"*\") && size(",
+            $p,
+            ") > 1) ? ",
+            $c,
+            ".contains(",
+            $p,
+            ".substring(1, size(",
+            $p,
+            ") - 1)) : ",
+            $c,
+            ".endsWith(",
+            $p,
+            ".substring(1))) : (",
+            $p,
+            ".endsWith(\"*\") ? ",
+            $c,
+            ".startsWith(",
+            $p,
+            ".substring(0, size(",
+            $p,
+            ") - 1)) : ",
+            $c,
+            " == ",
+            $p,
+            "))"
+        )
+    };
+}
+
+/// True when the request is about a `Namespace` object (core group).
+macro_rules! is_namespace_request {
+    () => {
+        "request.kind.group == \"\" && request.kind.kind == \"Namespace\""
+    };
+}
+
+/// The namespace that namespace patterns are compared with, for the object bound to `obj`:
+/// a Namespace's own name; otherwise `metadata.namespace`; `""` when absent (cluster-scoped).
+macro_rules! object_namespace {
+    () => {
+        concat!(
+            is_namespace_request!(),
+            " ? (has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\") : ",
+            "(has(obj.metadata) && has(obj.metadata.namespace) ? obj.metadata.namespace : \"\")"
+        )
+    };
+}
+
+/// The opening of "for some non-null obj in `[object, oldObject]`, with its namespace bound
+/// to `ns`, …"; the body follows, then `))`.
+macro_rules! some_object_namespace_open {
+    () => {
+        concat!(
+            "[object, oldObject].exists(obj, obj != null && [",
+            object_namespace!(),
+            "].exists(ns, "
+        )
+    };
+}
+
+/// True when `params.spec.match.<field>` is absent (at any level), or is an empty list or
+/// empty string: "no restriction", as in Gatekeeper's webhook.
+macro_rules! unrestricted {
+    ($f:literal) => {
+        concat!(
+            "!has(params.spec) || !has(params.spec.match) || !has(params.spec.match.",
+            $f,
+            ") || ",
+            "size(params.spec.match.",
+            $f,
+            ") == 0"
+        )
+    };
+}
+
+/// `gatekeeper_internal_match_excluded_namespaces`: true when `excludedNamespaces` is
+/// absent or empty, or for some obj: it is cluster-scoped (not a Namespace), or its
+/// namespace (a Namespace's own name) matches no pattern.
+pub const MATCH_EXCLUDED_NAMESPACES: &str = concat!(
+    unrestricted!("excludedNamespaces"),
+    " || ",
+    some_object_namespace_open!(),
+    "ns == \"\" || !params.spec.match.excludedNamespaces.exists(p, ",
+    glob!("p", "ns"),
+    ")))"
+);
+
+/// `gatekeeper_internal_match_namespaces`: true when `namespaces` is absent or empty, or
+/// for some obj: it is cluster-scoped (not a Namespace), or its namespace (a Namespace's own
+/// name) matches some pattern.
+pub const MATCH_NAMESPACES: &str = concat!(
+    unrestricted!("namespaces"),
+    " || ",
+    some_object_namespace_open!(),
+    "ns == \"\" || params.spec.match.namespaces.exists(p, ",
+    glob!("p", "ns"),
+    ")))"
+);
+
+/// `gatekeeper_internal_match_name`: true when `name` is absent or `""`, or for some obj:
+/// its `generateName` is non-empty, the pattern ends with `*` and `generateName` matches
+/// it; or its `metadata.name` (`""` when absent) matches the pattern.
+pub const MATCH_NAME: &str = concat!(
+    unrestricted!("name"),
+    " || [object, oldObject].exists(obj, obj != null && [params.spec.match.name].exists(p, ",
+    "(p.endsWith(\"*\") && has(obj.metadata) && has(obj.metadata.generateName) && ",
+    "[obj.metadata.generateName].exists(g, g != \"\" && ",
+    glob!("p", "g"),
+    ")) || ",
+    "[has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\"].exists(n, ",
+    glob!("p", "n"),
+    ")))"
+);
+
+/// `gatekeeper_internal_match_kinds`: true when `kinds` is absent or empty, or some entry
+/// matches both the request's kind (its `kinds` absent, empty, containing `*` or
+/// `request.kind.kind`) and group (its `apiGroups` absent, empty, containing `*` or
+/// `request.kind.group`).
+pub const MATCH_KINDS: &str = concat!(
+    unrestricted!("kinds"),
+    " || params.spec.match.kinds.exists(k, ",
+    "(!has(k.kinds) || size(k.kinds) == 0 || \"*\" in k.kinds || request.kind.kind in k.kinds) && ",
+    "(!has(k.apiGroups) || size(k.apiGroups) == 0 || \"*\" in k.apiGroups || request.kind.group in k.apiGroups))"
+);
+
+/// The `anyObject` variable: `oldObject` on a DELETE (where `object` is null), `object`
+/// otherwise.
+pub const ANY_OBJECT: &str =
+    "request.operation == \"DELETE\" && object == null ? oldObject : object";
+
+/// The `params` variable: the constraint's `spec.parameters`, or null when `spec` or
+/// `spec.parameters` is absent.
+pub const PARAMS: &str =
+    "!has(params.spec) ? null : !has(params.spec.parameters) ? null : params.spec.parameters";
 
 /// A CEL double-quoted string literal for `s`. JSON's escaping is valid CEL: `\"`, `\\`,
 /// `\n`, `\r`, `\t`, `\b`, `\f` and `\u00XX` for other control characters; everything else
@@ -49,115 +199,7 @@ pub fn string_literal(s: &str) -> String {
 /// A CEL list literal of string literals, e.g. `["a", "b"]`.
 pub fn string_list_literal<S: AsRef<str>>(items: &[S]) -> String {
     let items: Vec<String> = items.iter().map(|s| string_literal(s.as_ref())).collect();
-    fill("[{items}]", &[("items", &join(&items, ", "))])
-}
-
-/// Gatekeeper's wildcard match of candidate `c` against pattern `p` (both CEL identifiers
-/// bound to strings), exactly as Gatekeeper's `wildcard.Matches`:
-///
-/// * `*x*` → `c` contains `x` (`*` and `**` match everything);
-/// * `*x` → `c` ends with `x`;
-/// * `x*` → `c` starts with `x`;
-/// * otherwise `c == p`.
-pub fn glob(p: &str, c: &str) -> String {
-    fill(
-        "({p}.startsWith(\"*\") ? (({p}.endsWith(\"*\") && size({p}) > 1) ? \
-         {c}.contains({p}.substring(1, size({p}) - 1)) : {c}.endsWith({p}.substring(1))) : \
-         ({p}.endsWith(\"*\") ? {c}.startsWith({p}.substring(0, size({p}) - 1)) : {c} == {p}))",
-        &[("p", p), ("c", c)],
-    )
-}
-
-/// True when the request is about a `Namespace` object (core group).
-const IS_NAMESPACE_REQUEST: &str =
-    "request.kind.group == \"\" && request.kind.kind == \"Namespace\"";
-
-/// The namespace that namespace patterns are compared with, for the object bound to `obj`:
-/// a Namespace's own name; otherwise `metadata.namespace`; `""` when absent (cluster-scoped).
-fn object_namespace() -> String {
-    fill(
-        "{isns} ? (has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\") : \
-         (has(obj.metadata) && has(obj.metadata.namespace) ? obj.metadata.namespace : \"\")",
-        &[("isns", IS_NAMESPACE_REQUEST)],
-    )
-}
-
-/// "For some non-null obj in `[object, oldObject]`, with its namespace bound to `ns`, `body`".
-fn some_object_namespace(body: &str) -> String {
-    fill(
-        "[object, oldObject].exists(obj, obj != null && [{ns}].exists(ns, {body}))",
-        &[("ns", &object_namespace()), ("body", body)],
-    )
-}
-
-/// True when `params.spec.match.<field>` is absent (at any level), or is an empty list or
-/// empty string: "no restriction", as in Gatekeeper's webhook.
-fn unrestricted(field: &str) -> String {
-    fill(
-        "!has(params.spec) || !has(params.spec.match) || !has(params.spec.match.{f}) || \
-         size(params.spec.match.{f}) == 0",
-        &[("f", field)],
-    )
-}
-
-/// `unrestricted(field) || some obj: ns == "" || [!]patterns.exists(p, glob(p, ns))`.
-fn namespace_condition(field: &str, negate: &str) -> String {
-    let body = fill(
-        "ns == \"\" || {not}params.spec.match.{f}.exists(p, {glob})",
-        &[("not", negate), ("f", field), ("glob", &glob("p", "ns"))],
-    );
-    fill(
-        "{unrestricted} || {some}",
-        &[
-            ("unrestricted", &unrestricted(field)),
-            ("some", &some_object_namespace(&body)),
-        ],
-    )
-}
-
-/// `gatekeeper_internal_match_excluded_namespaces`: true when `excludedNamespaces` is
-/// absent or empty, or for some obj: it is cluster-scoped (not a Namespace), or its
-/// namespace (a Namespace's own name) matches no pattern.
-pub fn match_excluded_namespaces() -> String {
-    namespace_condition("excludedNamespaces", "!")
-}
-
-/// `gatekeeper_internal_match_namespaces`: true when `namespaces` is absent or empty, or
-/// for some obj: it is cluster-scoped (not a Namespace), or its namespace (a Namespace's own
-/// name) matches some pattern.
-pub fn match_namespaces() -> String {
-    namespace_condition("namespaces", "")
-}
-
-/// `gatekeeper_internal_match_name`: true when `name` is absent or `""`, or for some obj:
-/// its `generateName` is non-empty, the pattern ends with `*` and `generateName` matches
-/// it; or its `metadata.name` (`""` when absent) matches the pattern.
-pub fn match_name() -> String {
-    fill(
-        "{unrestricted} || [object, oldObject].exists(obj, obj != null && \
-         [params.spec.match.name].exists(p, \
-         (p.endsWith(\"*\") && has(obj.metadata) && has(obj.metadata.generateName) && \
-         [obj.metadata.generateName].exists(g, g != \"\" && {globg})) || \
-         [has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : \"\"].exists(n, {globn})))",
-        &[
-            ("unrestricted", &unrestricted("name")),
-            ("globg", &glob("p", "g")),
-            ("globn", &glob("p", "n")),
-        ],
-    )
-}
-
-/// `gatekeeper_internal_match_kinds`: true when `kinds` is absent or empty, or some entry
-/// matches both the request's kind (its `kinds` absent, empty, containing `*` or
-/// `request.kind.kind`) and group (its `apiGroups` absent, empty, containing `*` or
-/// `request.kind.group`).
-pub fn match_kinds() -> String {
-    fill(
-        "{unrestricted} || params.spec.match.kinds.exists(k, \
-         (!has(k.kinds) || size(k.kinds) == 0 || \"*\" in k.kinds || request.kind.kind in k.kinds) && \
-         (!has(k.apiGroups) || size(k.apiGroups) == 0 || \"*\" in k.apiGroups || request.kind.group in k.apiGroups))",
-        &[("unrestricted", &unrestricted("kinds"))],
-    )
+    ["[", &join(&items, ", "), "]"].concat()
 }
 
 /// `gatekeeper_internal_match_global_excluded_namespaces` over the Config resource's
@@ -165,13 +207,12 @@ pub fn match_kinds() -> String {
 /// when, for some obj, it is cluster-scoped (not a Namespace) or its namespace (a Namespace's
 /// own name) matches no pattern.
 pub fn match_global_excluded(patterns: &[String]) -> String {
-    some_object_namespace(&fill(
-        "ns == \"\" || !{list}.exists(p, {glob})",
-        &[
-            ("list", &string_list_literal(patterns)),
-            ("glob", &glob("p", "ns")),
-        ],
-    ))
+    [
+        concat!(some_object_namespace_open!(), "ns == \"\" || !"),
+        &string_list_literal(patterns),
+        concat!(".exists(p, ", glob!("p", "ns"), ")))"),
+    ]
+    .concat()
 }
 
 /// `gatekeeper_internal_match_global_exempted_namespaces` over the exempt-namespace flags
@@ -180,28 +221,18 @@ pub fn match_global_excluded(patterns: &[String]) -> String {
 /// it is a Namespace (matched by its own name) without the `admission.gatekeeper.sh/ignore`
 /// label. The label is not checked for namespaced objects.
 pub fn match_global_exempted(patterns: &[String]) -> String {
-    some_object_namespace(&fill(
-        "ns == \"\" || !{list}.exists(p, {glob}) || \
-         ({isns} && !(has(obj.metadata.labels) && {label} in obj.metadata.labels))",
-        &[
-            ("list", &string_list_literal(patterns)),
-            ("glob", &glob("p", "ns")),
-            ("isns", IS_NAMESPACE_REQUEST),
-            ("label", &string_literal(IGNORE_LABEL)),
-        ],
-    ))
-}
-
-/// The `anyObject` variable: `oldObject` on a DELETE (where `object` is null), `object`
-/// otherwise.
-pub fn any_object() -> &'static str {
-    "request.operation == \"DELETE\" && object == null ? oldObject : object"
-}
-
-/// The `params` variable: the constraint's `spec.parameters`, or null when `spec` or
-/// `spec.parameters` is absent.
-pub fn params() -> &'static str {
-    "!has(params.spec) ? null : !has(params.spec.parameters) ? null : params.spec.parameters"
+    [
+        concat!(some_object_namespace_open!(), "ns == \"\" || !"),
+        &string_list_literal(patterns),
+        concat!(
+            ".exists(p, ",
+            glob!("p", "ns"),
+            ") || (",
+            is_namespace_request!(),
+            " && !(has(obj.metadata.labels) && \"admission.gatekeeper.sh/ignore\" in obj.metadata.labels))))"
+        ),
+    ]
+    .concat()
 }
 
 #[cfg(test)]
@@ -222,7 +253,7 @@ mod tests {
 
     #[test]
     fn glob_is_exact_not_regex() {
-        let g = glob("p", "ns");
+        let g = glob!("p", "ns");
         assert_eq!(
             g,
             r#"(p.startsWith("*") ? ((p.endsWith("*") && size(p) > 1) ? ns.contains(p.substring(1, size(p) - 1)) : ns.endsWith(p.substring(1))) : (p.endsWith("*") ? ns.startsWith(p.substring(0, size(p) - 1)) : ns == p))"#
@@ -276,7 +307,7 @@ mod tests {
 
     #[test]
     fn namespace_conditions_use_the_namespace_name_for_namespace_objects() {
-        for expr in [match_namespaces(), match_excluded_namespaces()] {
+        for expr in [MATCH_NAMESPACES, MATCH_EXCLUDED_NAMESPACES] {
             assert!(expr.contains(
                 r#"request.kind.group == "" && request.kind.kind == "Namespace" ? (has(obj.metadata) && has(obj.metadata.name) ? obj.metadata.name : "")"#
             ));
@@ -291,34 +322,33 @@ mod tests {
 
     #[test]
     fn empty_lists_mean_no_restriction() {
-        assert!(match_namespaces().contains("size(params.spec.match.namespaces) == 0 || "));
+        assert!(MATCH_NAMESPACES.contains("size(params.spec.match.namespaces) == 0 || "));
         assert!(
-            match_excluded_namespaces()
+            MATCH_EXCLUDED_NAMESPACES
                 .contains("size(params.spec.match.excludedNamespaces) == 0 || ")
         );
-        assert!(match_kinds().contains("size(params.spec.match.kinds) == 0 || "));
-        assert!(match_name().contains("size(params.spec.match.name) == 0 || "));
-        assert!(match_kinds().contains("!has(k.kinds) || size(k.kinds) == 0 || "));
-        assert!(match_kinds().contains("!has(k.apiGroups) || size(k.apiGroups) == 0 || "));
+        assert!(MATCH_KINDS.contains("size(params.spec.match.kinds) == 0 || "));
+        assert!(MATCH_NAME.contains("size(params.spec.match.name) == 0 || "));
+        assert!(MATCH_KINDS.contains("!has(k.kinds) || size(k.kinds) == 0 || "));
+        assert!(MATCH_KINDS.contains("!has(k.apiGroups) || size(k.apiGroups) == 0 || "));
     }
 
     #[test]
     fn excluded_negates_and_namespaces_does_not() {
         assert!(
-            match_excluded_namespaces()
-                .contains("!params.spec.match.excludedNamespaces.exists(p, ")
+            MATCH_EXCLUDED_NAMESPACES.contains("!params.spec.match.excludedNamespaces.exists(p, ")
         );
-        assert!(match_namespaces().contains(" || params.spec.match.namespaces.exists(p, "));
+        assert!(MATCH_NAMESPACES.contains(" || params.spec.match.namespaces.exists(p, "));
     }
 
     #[test]
     fn name_condition_handles_generate_name() {
-        let e = match_name();
+        let e = MATCH_NAME;
         assert!(
             e.contains(r#"p.endsWith("*") && has(obj.metadata) && has(obj.metadata.generateName)"#)
         );
         assert!(e.contains(r#"g != "" && "#));
-        assert!(e.contains(&glob("p", "n")));
+        assert!(e.contains(glob!("p", "n")));
     }
 
     #[test]
@@ -335,14 +365,14 @@ mod tests {
     fn balanced_parentheses_and_brackets() {
         let pats = vec!["x".to_string()];
         for e in [
-            match_excluded_namespaces(),
-            match_namespaces(),
-            match_name(),
-            match_kinds(),
+            MATCH_EXCLUDED_NAMESPACES.to_string(),
+            MATCH_NAMESPACES.to_string(),
+            MATCH_NAME.to_string(),
+            MATCH_KINDS.to_string(),
             match_global_excluded(&pats),
             match_global_exempted(&pats),
-            any_object().to_string(),
-            params().to_string(),
+            ANY_OBJECT.to_string(),
+            PARAMS.to_string(),
         ] {
             let mut depth = 0i32;
             let mut in_str = false;

@@ -35,13 +35,12 @@ pub fn binding_policy_name(kind: &str) -> String {
 ///
 /// The result is at most 253 bytes and ends in `-<8 hex>`.
 pub fn binding_name(kind: &str, constraint_name: &str) -> String {
-    let full = [
-        "gatekeeper-",
-        &kind.to_ascii_lowercase(),
-        "-",
-        constraint_name,
-    ]
-    .concat();
+    binding_name_for_lower_kind(&kind.to_ascii_lowercase(), constraint_name)
+}
+
+/// [`binding_name`] for a kind that is already lowercase (computed once per plan).
+pub fn binding_name_for_lower_kind(lower_kind: &str, constraint_name: &str) -> String {
+    let full = ["gatekeeper-", lower_kind, "-", constraint_name].concat();
     if full.len() <= MAX_NAME_LEN {
         return full;
     }

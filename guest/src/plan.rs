@@ -32,9 +32,10 @@ pub fn plan_kind(
     let mut warnings = std::mem::take(&mut analysis.warnings);
     let policy = policy(settings, &analysis, &mut warnings);
     let gate = binding_gate(&analysis.decision, &policy);
+    let context = binding::KindContext::new(&analysis.kind, gate);
     let bindings = constraints
         .iter()
-        .map(|c| binding::plan(settings, &analysis.kind, gate, c))
+        .map(|c| binding::plan(settings, &context, c))
         .collect();
     Ok(KindPlan {
         policy_name: naming::policy_name(&analysis.name),

@@ -146,13 +146,14 @@ fn named(item: &NamedExpression) -> Value {
 /// §4.3: the template's own, the four internal ones, then the scope-sync ones.
 fn match_conditions(source: &Source, scope_conditions: Vec<Value>) -> Vec<Value> {
     let mut out: Vec<Value> = source.match_conditions.iter().map(named).collect();
-    out.push(condition(
-        cel::EXCLUDED_NAMESPACES,
-        cel::match_excluded_namespaces(),
-    ));
-    out.push(condition(cel::NAMESPACES, cel::match_namespaces()));
-    out.push(condition(cel::NAME, cel::match_name()));
-    out.push(condition(cel::KINDS, cel::match_kinds()));
+    for (name, expression) in [
+        (cel::EXCLUDED_NAMESPACES, cel::MATCH_EXCLUDED_NAMESPACES),
+        (cel::NAMESPACES, cel::MATCH_NAMESPACES),
+        (cel::NAME, cel::MATCH_NAME),
+        (cel::KINDS, cel::MATCH_KINDS),
+    ] {
+        out.push(condition(name, expression.to_string()));
+    }
     out.extend(scope_conditions);
     out
 }
@@ -160,8 +161,8 @@ fn match_conditions(source: &Source, scope_conditions: Vec<Value>) -> Vec<Value>
 /// §4.4: `anyObject`, `params`, then the user's.
 fn variables(source: &Source) -> Vec<Value> {
     let mut out = vec![
-        condition("anyObject", cel::any_object().to_string()),
-        condition("params", cel::params().to_string()),
+        condition("anyObject", cel::ANY_OBJECT.to_string()),
+        condition("params", cel::PARAMS.to_string()),
     ];
     out.extend(source.variables.iter().map(named));
     out
