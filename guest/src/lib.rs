@@ -13,6 +13,39 @@
 //!
 //! The same crate is compiled natively (tests, the host's native baseline) and to a wasm
 //! component with no imports (`component` module, wasm32 only) that the vapgen host loads.
+//!
+//! ## Modules (one concept each)
+//!
+//! | module | concept |
+//! | --- | --- |
+//! | `plan` | [`plan_kind`]: glue from the template and constraints to the [`model::KindPlan`] |
+//! | `template` | the template decision, rows T1–T7 (§2.1), plus the metadata rules (kind, name) |
+//! | `source` | the `K8sNativeValidation` source: shapes, reserved names, warnings |
+//! | `transform` | the VAP object (§4) |
+//! | `cel` | the CEL text of the internal match conditions and built-in variables |
+//! | `scope` | `matchConstraints` and the scope-sync conditions (§4.2, §4.3 items 6–8) |
+//! | `binding` | enforcement action, intent, action mapping and the binding outcome (§3) |
+//! | `naming` | object names, including the 253-character rule (§3.4) |
+//! | [`json`] | a small JSON value, parser and deterministic compact serializer |
+//! | `sha256`, `text` | SHA-256 for names; `format!`-free string building |
+//!
+//! ## Choices where Gatekeeper and the spec's recommendations differ
+//!
+//! * **Matching uses the webhook's semantics** (\[DIV\] 1 and 2): a `Namespace` object is
+//!   matched by its own name against `namespaces`/`excludedNamespaces`; an explicitly empty
+//!   list or `name: ""` means "no restriction". Patterns are matched as Gatekeeper wildcards,
+//!   never as regular expressions built from user text. See the `cel` module.
+//! * `validationActions` are de-duplicated and ordered Deny, Warn, Audit; Deny together with
+//!   Warn is a binding error (\[REC\]).
+//! * A template without validations is a transform error, not a VAP the API server rejects.
+//!   A validation's `reason` is dropped with a warning; the plural `matchConditions` key and
+//!   unknown source keys are warnings.
+//! * A template whose decision is not Generate gives every intending constraint a quiet
+//!   `None(reason)` instead of Gatekeeper's per-constraint status error (B3–B5).
+//! * Selectors are copied verbatim; their shape is the host's to report (`malformed`).
+//!
+//! Size matters (the component must stay under 100 KB): no serde, no `format!`, no Unicode
+//! tables (kinds are ASCII), no sorting code.
 
 #![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
 #![warn(missing_docs)]

@@ -10,7 +10,7 @@ pub const MAX_NAME_LEN: usize = 253;
 const HASH_LEN: usize = 8;
 
 /// `gatekeeper-<template name>`: the VAP's name. No length check here; the transform rejects
-/// names over [`MAX_NAME_LEN`].
+/// names over 253 characters.
 pub fn policy_name(template_name: &str) -> String {
     ["gatekeeper-", template_name].concat()
 }
