@@ -57,6 +57,7 @@ impl std::fmt::Display for ParseError {
 
 impl Value {
     /// Builds a string value.
+    #[inline(never)] // one copy in wasm, not one per call site
     pub fn str(s: &str) -> Value {
         Value::String(s.to_string())
     }
@@ -67,6 +68,7 @@ impl Value {
     }
 
     /// Builds an object from `(key, value)` pairs, in order.
+    #[inline(never)] // one copy in wasm, not one per call site
     pub fn object(members: Vec<(&str, Value)>) -> Value {
         Value::Object(
             members

@@ -80,6 +80,7 @@ pub fn build(
 }
 
 /// `{name, expression}` as a match-condition object.
+#[inline(never)] // one copy in wasm, not one per call site
 pub fn condition(name: &str, expression: String) -> Value {
     Value::object(vec![
         ("name", Value::str(name)),
