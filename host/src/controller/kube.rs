@@ -308,6 +308,9 @@ impl Watches {
                 ))
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok()),
+            template_owner: controller_of(&obj)
+                .filter(|c| c.api_version.starts_with(snapshot::TEMPLATE_GROUP))
+                .map(|c| c.name),
         };
         let mut requeue = vec![Key::Template(key.clone())];
         if deleted {
@@ -413,6 +416,27 @@ impl KubeCluster {
     }
 }
 
+/// Puts the desired spec, owner references, labels and annotations onto a live object.
+fn overlay(live: &mut Value, desired: &Value) {
+    live["spec"] = desired["spec"].clone();
+    if let Some(refs) = desired.pointer("/metadata/ownerReferences") {
+        live["metadata"]["ownerReferences"] = refs.clone();
+    }
+    for key in ["labels", "annotations"] {
+        if let Some(Value::Object(want)) = desired.pointer(&format!("/metadata/{key}")) {
+            let slot = &mut live["metadata"][key];
+            if !slot.is_object() {
+                *slot = json!({});
+            }
+            if let Some(have) = slot.as_object_mut() {
+                for (k, v) in want {
+                    have.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Maps a kube error to the reconcilers' categories.
 pub fn api_error(e: kube::Error) -> ApiError {
     match &e {
@@ -432,16 +456,98 @@ impl Cluster for KubeCluster {
             return Err(ApiError::NotLeader);
         }
         let name = snapshot::name_of(obj).to_string();
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        let stored = self
-            .api(target)
-            .patch(&name, &pp, &Patch::Apply(obj))
-            .await
-            .map_err(api_error)?;
-        serde_json::to_value(&stored).map_err(|e| ApiError::Other(e.to_string()))
+        let api = self.api(target);
+        // A conflict means the object changed between our read and our write (the API
+        // server updates CRD status, users edit): read again and retry a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.apply_once(&api, &name, obj).await {
+                Err(ApiError::Conflict(_)) if attempt < 4 => continue,
+                other => return other,
+            }
+        }
     }
 
     async fn delete(
+        &self,
+        target: Target,
+        name: &str,
+        uid: &str,
+        resource_version: &str,
+    ) -> Result<(), ApiError> {
+        self.delete_once(target, name, uid, resource_version).await
+    }
+
+    async fn patch_status(&self, target: &StatusTarget, status: &Value) -> Result<(), ApiError> {
+        self.patch_status_once(target, status).await
+    }
+
+    async fn event(
+        &self,
+        target: &StatusTarget,
+        uid: &str,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) {
+        self.event_once(target, uid, warning, reason, message).await
+    }
+
+    async fn end_probe(&self, kind: &str) {
+        if self.canary_namespace.is_some() && self.leader.ensure().await {
+            super::readiness::remove_canary(&self.client, kind).await;
+        }
+    }
+
+    async fn probe_kind(&self, crd: &CrdInfo) -> Probe {
+        super::readiness::probe(
+            &self.client,
+            crd,
+            self.canary_namespace.as_deref(),
+            &self.leader,
+        )
+        .await
+    }
+}
+
+impl KubeCluster {
+    async fn apply_once(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Value, ApiError> {
+        let name = name.to_string();
+        let stored = match api.get_opt(&name).await.map_err(api_error)? {
+            // Create with server-side apply.
+            None => {
+                let pp = PatchParams::apply(FIELD_MANAGER).force();
+                api.patch(&name, &pp, &Patch::Apply(obj))
+                    .await
+                    .map_err(api_error)?
+            }
+            // Repair: the whole spec is vapgen's, whoever edited it since. Replacing it on a
+            // copy of the live object (optimistic concurrency through its resourceVersion)
+            // also removes list entries another field manager added, which an apply would
+            // merge (e.g. a `Warn` added next to our `Deny`). Others' labels stay.
+            Some(live) => {
+                let mut v =
+                    serde_json::to_value(&live).map_err(|e| ApiError::Other(e.to_string()))?;
+                overlay(&mut v, obj);
+                let o: DynamicObject =
+                    serde_json::from_value(v).map_err(|e| ApiError::Other(e.to_string()))?;
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                };
+                api.replace(&name, &pp, &o).await.map_err(api_error)?
+            }
+        };
+        serde_json::to_value(&stored).map_err(|e| ApiError::Other(e.to_string()))
+    }
+
+    async fn delete_once(
         &self,
         target: Target,
         name: &str,
@@ -466,7 +572,11 @@ impl Cluster for KubeCluster {
             .map_err(api_error)
     }
 
-    async fn patch_status(&self, target: &StatusTarget, status: &Value) -> Result<(), ApiError> {
+    async fn patch_status_once(
+        &self,
+        target: &StatusTarget,
+        status: &Value,
+    ) -> Result<(), ApiError> {
         if !self.leader.ensure().await {
             return Err(ApiError::NotLeader);
         }
@@ -478,7 +588,7 @@ impl Cluster for KubeCluster {
             .map_err(api_error)
     }
 
-    async fn event(
+    async fn event_once(
         &self,
         target: &StatusTarget,
         uid: &str,
@@ -524,16 +634,6 @@ impl Cluster for KubeCluster {
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::debug!(error = %e, "cannot publish event");
         }
-    }
-
-    async fn probe_kind(&self, crd: &CrdInfo) -> Probe {
-        super::readiness::probe(
-            &self.client,
-            crd,
-            self.canary_namespace.as_deref(),
-            &self.leader,
-        )
-        .await
     }
 }
 

@@ -42,11 +42,13 @@ pub fn canary_policy(kind: &str) -> Value {
         "spec": {
             "failurePolicy": "Fail",
             "paramKind": {"apiVersion": format!("{}/v1beta1", snapshot::CONSTRAINT_GROUP), "kind": kind},
+            // resourceNames (not a matchCondition) confines the canary to its own probe
+            // request: the plugin resolves params before it evaluates matchConditions, so a
+            // condition would let "no params found" deny other Lease creates.
             "matchConstraints": {"resourceRules": [{
                 "apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
-                "operations": ["CREATE"], "resources": ["leases"]
+                "operations": ["CREATE"], "resources": ["leases"], "resourceNames": [name]
             }]},
-            "matchConditions": [{"name": "vapgen-canary", "expression": format!("object.metadata.name == '{name}'")}],
             "validations": [{"expression": "false", "message": format!("vapgen canary: {kind} is resolved")}]
         }
     })
@@ -132,11 +134,18 @@ pub async fn probe(
     };
     let probe = classify_canary(answer, &crd.kind);
     if probe == Probe::Ready {
-        let name = canary_name(&crd.kind);
-        let _ = vapbs.delete(&name, &DeleteParams::default()).await;
-        let _ = vaps.delete(&name, &DeleteParams::default()).await;
+        remove_canary(client, &crd.kind).await;
     }
     probe
+}
+
+/// Deletes the canary objects of a kind (when it is ready, timed out, or gone).
+pub async fn remove_canary(client: &kube::Client, kind: &str) {
+    let name = canary_name(kind);
+    let vaps: Api<DynamicObject> = Api::all_with(client.clone(), &vap_resource());
+    let vapbs: Api<DynamicObject> = Api::all_with(client.clone(), &vapb_resource());
+    let _ = vapbs.delete(&name, &DeleteParams::default()).await;
+    let _ = vaps.delete(&name, &DeleteParams::default()).await;
 }
 
 #[cfg(test)]

@@ -127,6 +127,8 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
     /// Checks whether a kind is ready for its first binding.
     fn probe_kind(&self, crd: &CrdInfo) -> impl Future<Output = Probe> + Send;
+    /// Removes whatever `probe_kind` left behind for `kind` (best effort).
+    fn end_probe(&self, kind: &str) -> impl Future<Output = ()> + Send;
 }
 
 /// Static configuration of the reconcilers.
@@ -209,6 +211,8 @@ impl Action {
 pub struct ReconcileError(pub String);
 
 const WAIT_FOR_SYNC: Duration = Duration::from_millis(500);
+/// Delay between deleting a kind's policy and deleting its CRD (standalone mode).
+const CRD_GRACE: Duration = Duration::from_secs(5);
 
 impl<C: Cluster> Ctx<C> {
     fn decider(&self) -> Arc<dyn Decide> {
@@ -556,7 +560,15 @@ async fn readiness<C: Cluster>(ctx: &Ctx<C>, kind: &str, policy_exists: bool) ->
                 .insert(key, (first_seen, true));
             Readiness::Ready
         }
-        Probe::NotYet(_) if first_seen.elapsed() >= ctx.config.wait_bound => Readiness::TimedOut,
+        Probe::NotYet(m) if first_seen.elapsed() >= ctx.config.wait_bound => {
+            tracing::warn!(kind, reason = %m, "readiness not proven within the wait bound; creating bindings anyway");
+            ctx.readiness
+                .lock()
+                .expect("readiness lock")
+                .insert(key, (first_seen, true));
+            ctx.cluster.end_probe(kind).await;
+            Readiness::TimedOut
+        }
         Probe::NotYet(m) => Readiness::Waiting(m),
     }
 }
@@ -578,11 +590,12 @@ fn no_generate_reason(plan: &KindPlan) -> (String, bool) {
 }
 
 /// Deletes the kind's bindings and then its VAP (both only if vapgen controls them).
+/// Returns how many objects it deleted.
 async fn remove_kind_objects<C: Cluster>(
     ctx: &Ctx<C>,
     template_name: &str,
     kind: &str,
-) -> Result<(), ReconcileError> {
+) -> Result<usize, ReconcileError> {
     let kind_key = if kind.is_empty() { template_name } else { kind };
     let (bindings, vap) = {
         let w = ctx.world.read().expect("world lock");
@@ -604,7 +617,7 @@ async fn remove_kind_objects<C: Cluster>(
     if let Some(v) = &vap {
         delete_or_retry(ctx, Target::Vap, v).await?;
     }
-    Ok(())
+    Ok(bindings.len() + usize::from(vap.is_some()))
 }
 
 async fn delete_or_retry<C: Cluster>(
@@ -638,11 +651,22 @@ async fn template_gone<C: Cluster>(ctx: &Ctx<C>, name: &str) -> Result<Action, R
         },
     );
     ctx.readiness.lock().expect("readiness lock").remove(name);
-    remove_kind_objects(ctx, name, &kind).await?;
+    ctx.cluster.end_probe(&kind).await;
+    if remove_kind_objects(ctx, name, &kind).await? > 0 && ctx.config.manage_crds {
+        // The admission plugin learns of the deletions through its informers. Deleting the
+        // CRD before it has dropped the policy makes it fail to resolve the paramKind, and a
+        // `failurePolicy: Fail` policy then denies every request it matches. So the CRD
+        // goes in a later pass, after CRD_GRACE.
+        return Ok(Action::after(CRD_GRACE));
+    }
     if ctx.config.manage_crds {
         let crd = {
             let w = ctx.world.read().expect("world lock");
-            w.crds.get(name).map(|c| (c.uid.clone(), c.plural.clone()))
+            // Only a CRD that this template controls; a hand-made one is left alone.
+            w.crds
+                .get(name)
+                .filter(|c| c.template_owner.as_deref() == Some(name))
+                .map(|c| (c.uid.clone(), c.plural.clone()))
         };
         if let Some((uid, plural)) = crd {
             let crd_obj = json!({"metadata": {"name": format!("{plural}.{}", snapshot::CONSTRAINT_GROUP), "uid": uid}});
@@ -719,7 +743,7 @@ async fn ensure_crd<C: Cluster>(
         let w = ctx.world.read().expect("world lock");
         w.crds
             .get(&plan.kind.to_ascii_lowercase())
-            .is_some_and(|c| c.established && super::crds::matches_generation(template, c))
+            .is_some_and(|c| super::crds::matches_generation(template, c))
     };
     if up_to_date {
         return Ok(());

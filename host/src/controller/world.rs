@@ -63,6 +63,8 @@ pub struct CrdInfo {
     pub uid: String,
     /// The template generation a vapgen-managed CRD was made from (annotation).
     pub template_generation: Option<u64>,
+    /// Name of the ConstraintTemplate that controls the CRD, if one does.
+    pub template_owner: Option<String>,
 }
 
 /// Everything the reconcilers read.
