@@ -65,6 +65,8 @@ mod text;
 mod transform;
 
 #[cfg(target_arch = "wasm32")]
+mod arena;
+#[cfg(target_arch = "wasm32")]
 mod component;
 
 pub use naming::{binding_name, legacy_binding_name, policy_name};
