@@ -242,7 +242,7 @@ fn random_corpus_is_identical_natively_and_in_wasm() {
 fn gatekeeper_library_is_identical_natively_and_in_wasm() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/conformance/gatekeeper-library");
-    let (objects, errors) = manifest::read_paths(&[root.clone()]);
+    let (objects, errors) = manifest::read_paths(std::slice::from_ref(&root));
     assert!(errors.is_empty(), "{errors:?}");
     let templates: Vec<&Value> = objects
         .iter()
