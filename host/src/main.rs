@@ -102,6 +102,13 @@ struct RunArgs {
     /// Re-check everything this often, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// With --module: poll the module file this often (seconds) and hot-swap a new, valid
+    /// module without a restart; 0 disables.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    module_watch_interval: f64,
+    /// A decision suite every hot-swapped module must pass (default: <module>.suite.yaml if present).
+    #[arg(long, value_name = "PATH")]
+    module_suite: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -185,6 +192,7 @@ fn run(args: RunArgs) -> ExitCode {
             manage_crds: args.manage_crds,
             wait_bound: std::time::Duration::from_secs(args.default_wait_for_vapb_generation),
             probe_interval: std::time::Duration::from_millis(500),
+            ..Default::default()
         },
         leader_elect: args.leader_elect,
         lease_name: args.lease_name.clone(),
@@ -196,6 +204,17 @@ fn run(args: RunArgs) -> ExitCode {
         canary: args.readiness_canary,
         workers: args.workers,
         resync: std::time::Duration::from_secs(args.resync_seconds.max(10)),
+        module_watch: match &args.module.module {
+            Some(path) if args.module_watch_interval > 0.0 => {
+                Some(vapgen::controller::module_watch::ModuleWatch {
+                    path: path.clone(),
+                    pin: args.module.module_sha256.clone(),
+                    suite: args.module_suite.clone(),
+                    interval: std::time::Duration::from_secs_f64(args.module_watch_interval),
+                })
+            }
+            _ => None,
+        },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

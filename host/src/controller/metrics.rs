@@ -45,6 +45,18 @@ pub struct Metrics {
     queue_depth: Gauge,
     leader: Gauge,
     module: Family<ModuleLabels, Gauge>,
+    module_rejected: Family<ShaLabels, Gauge>,
+    module_swaps: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShaLabels {
+    sha256: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
 impl Default for Metrics {
@@ -82,6 +94,18 @@ impl Default for Metrics {
         );
         let module = Family::<ModuleLabels, Gauge>::default();
         registry.register("module_info", "The decision module in use", module.clone());
+        let module_rejected = Family::<ShaLabels, Gauge>::default();
+        registry.register(
+            "module_rejected",
+            "1 for the last module file that was rejected (the active one stays in use)",
+            module_rejected.clone(),
+        );
+        let module_swaps = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "module_swaps",
+            "Hot-swap attempts by result (swapped, rejected)",
+            module_swaps.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             writes,
@@ -90,6 +114,8 @@ impl Default for Metrics {
             queue_depth,
             leader,
             module,
+            module_rejected,
+            module_swaps,
         }
     }
 }
@@ -146,6 +172,25 @@ impl Metrics {
                 sha256: sha256.into(),
             })
             .set(1);
+    }
+
+    /// Records the last rejected module (`None` clears it).
+    pub fn module_rejected(&self, sha256: Option<&str>) {
+        self.module_rejected.clear();
+        if let Some(s) = sha256 {
+            self.module_rejected
+                .get_or_create(&ShaLabels { sha256: s.into() })
+                .set(1);
+        }
+    }
+
+    /// Counts a swap attempt.
+    pub fn module_swap(&self, ok: bool) {
+        self.module_swaps
+            .get_or_create(&ResultLabels {
+                result: if ok { "swapped" } else { "rejected" }.into(),
+            })
+            .inc();
     }
 
     /// Total writes with outcome `ok` (for tests and logs).

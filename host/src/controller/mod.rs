@@ -17,6 +17,7 @@ pub mod crds;
 pub mod kube;
 pub mod leader;
 pub mod metrics;
+pub mod module_watch;
 pub mod queue;
 pub mod readiness;
 pub mod reconcile;
@@ -66,6 +67,8 @@ pub struct RunConfig {
     pub workers: usize,
     /// Requeue everything this often, as a safety net.
     pub resync: Duration,
+    /// Hot swap: watch the module file (None: the module is fixed for the process's life).
+    pub module_watch: Option<module_watch::ModuleWatch>,
 }
 
 /// Shared handles of a running controller (for the HTTP endpoints and tests).
@@ -166,6 +169,8 @@ pub async fn start(
         &cfg.identity,
         cfg.canary.then(|| cfg.lease_namespace.clone()),
     );
+    let wasm_runtime = decider.runtime().clone();
+    let active_sha256 = decider.sha256().to_string();
     let decider: Arc<RwLock<Arc<dyn Decide>>> = Arc::new(RwLock::new(Arc::new(decider)));
     let ctx = Arc::new(Ctx {
         cluster,
@@ -197,6 +202,21 @@ pub async fn start(
         tasks.push(tokio::spawn(async move { http::serve(listener, h).await }));
     }
     tasks.push(tokio::spawn(leadership(handles.clone())));
+    if let Some(w) = cfg.module_watch.clone() {
+        let events = module_watch::ModuleEvents::new(
+            client.clone(),
+            &cfg.identity,
+            &cfg.lease_namespace,
+            &cfg.lease_name,
+        );
+        tasks.push(tokio::spawn(module_watch::run(
+            handles.clone(),
+            wasm_runtime,
+            w,
+            active_sha256,
+            events,
+        )));
+    }
     tasks.push(tokio::spawn(housekeeping(handles.clone(), cfg.resync)));
     let backoff: Arc<Mutex<HashMap<Key, u32>>> = Arc::default();
     for _ in 0..cfg.workers.max(1) {
@@ -239,7 +259,7 @@ impl Controller {
     }
 }
 
-fn requeue_all(h: &Handles) {
+pub(crate) fn requeue_all(h: &Handles) {
     let keys: Vec<Key> = {
         let w = h.world.read().expect("world");
         let mut keys: Vec<Key> = w.templates.keys().cloned().map(Key::Template).collect();

@@ -2,8 +2,10 @@
 //!
 //! * A key queued twice is processed once (like client-go's workqueue).
 //! * A key added while it is being processed is processed again afterwards ("dirty").
-//! * Keys of the same kind are never processed at the same time, so a template reconcile and
-//!   the constraint reconciles of its kind see each other's writes in order.
+//! * A template key never runs at the same time as any key of its kind, so a template
+//!   reconcile and the constraint reconciles of its kind see each other's writes in order.
+//!   Constraint keys of one kind may run side by side (they touch different bindings); a
+//!   waiting template key holds back new constraint keys of its kind, so it cannot starve.
 //! * `add_after` requeues after a delay (backoff, readiness polling).
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
@@ -50,9 +52,54 @@ struct Inner {
     order: VecDeque<Key>,
     queued: HashSet<Key>,
     processing: HashSet<Key>,
-    busy_partitions: BTreeSet<String>,
+    /// Partitions with a template key running (exclusive).
+    exclusive: BTreeSet<String>,
+    /// Partitions with constraint keys running, and how many.
+    shared: std::collections::BTreeMap<String, usize>,
     dirty: HashSet<Key>,
     closed: bool,
+}
+
+impl Inner {
+    /// Indices (in queue order) of the keys that may start now: nothing of their kind runs
+    /// exclusively; a template key also needs no constraint key of its kind running; and,
+    /// with `fair`, a constraint key may not overtake a waiting template key of its kind
+    /// (the workers' order, so a template cannot starve). Without `fair`, every key that
+    /// mutual exclusion allows (for deterministic drivers that pick the order themselves).
+    fn eligible(&self, fair: bool) -> Vec<usize> {
+        let mut waiting_templates = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, k) in self.order.iter().enumerate() {
+            let p = k.partition();
+            if self.exclusive.contains(&p) {
+                continue;
+            }
+            match k {
+                Key::Template(_) if self.shared.contains_key(&p) => {
+                    waiting_templates.insert(p);
+                }
+                Key::Template(_) => {
+                    waiting_templates.insert(p);
+                    out.push(i);
+                }
+                Key::Constraint { .. } if fair && waiting_templates.contains(&p) => {}
+                Key::Constraint { .. } => out.push(i),
+            }
+        }
+        out
+    }
+
+    /// Marks `key` (already removed from `order`) as running.
+    fn start(&mut self, key: &Key) {
+        self.queued.remove(key);
+        match key {
+            Key::Template(_) => {
+                self.exclusive.insert(key.partition());
+            }
+            Key::Constraint { .. } => *self.shared.entry(key.partition()).or_insert(0) += 1,
+        }
+        self.processing.insert(key.clone());
+    }
 }
 
 /// The queue. Cloning shares it.
@@ -108,15 +155,45 @@ impl Queue {
         if q.closed {
             return Some(None);
         }
-        let pos = q
-            .order
-            .iter()
-            .position(|k| !q.busy_partitions.contains(&k.partition()))?;
-        let key = q.order.remove(pos)?;
-        q.queued.remove(&key);
-        q.busy_partitions.insert(key.partition());
-        q.processing.insert(key.clone());
+        let pos = q.eligible(true).first().copied();
+        let key = q.order.remove(pos?)?;
+        q.start(&key);
         Some(Some(key))
+    }
+
+    /// The next key whose partition is free, without waiting (`None` if there is none, or
+    /// once closed). For deterministic drivers such as the schedule-exploration tests; the
+    /// controller's workers use [`Queue::next`].
+    pub fn try_next(&self) -> Option<Key> {
+        self.try_take().flatten()
+    }
+
+    /// The keys [`Queue::next`] could hand out now (their partition is free), in queue order.
+    /// For deterministic drivers that choose which ready key runs next.
+    pub fn ready_keys(&self) -> Vec<Key> {
+        let q = self.inner.lock().expect("queue lock");
+        if q.closed {
+            return Vec::new();
+        }
+        q.eligible(false)
+            .into_iter()
+            .map(|i| q.order[i].clone())
+            .collect()
+    }
+
+    /// Hands out `key` as [`Queue::next`] would, if it is queued and its partition is free.
+    /// Returns whether it did. For deterministic drivers (see [`Queue::ready_keys`]).
+    pub fn take(&self, key: &Key) -> bool {
+        let mut q = self.inner.lock().expect("queue lock");
+        if q.closed {
+            return false;
+        }
+        let Some(pos) = q.eligible(false).into_iter().find(|&i| &q.order[i] == key) else {
+            return false;
+        };
+        q.order.remove(pos);
+        q.start(key);
+        true
     }
 
     /// Waits for the next key whose partition is free. `None` once closed.
@@ -135,7 +212,20 @@ impl Queue {
         let again = {
             let mut q = self.inner.lock().expect("queue lock");
             q.processing.remove(key);
-            q.busy_partitions.remove(&key.partition());
+            let p = key.partition();
+            match key {
+                Key::Template(_) => {
+                    q.exclusive.remove(&p);
+                }
+                Key::Constraint { .. } => {
+                    if let Some(n) = q.shared.get_mut(&p) {
+                        *n -= 1;
+                        if *n == 0 {
+                            q.shared.remove(&p);
+                        }
+                    }
+                }
+            }
             q.dirty.remove(key)
         };
         if again {
@@ -172,7 +262,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_key_per_kind_at_a_time() {
+    async fn a_template_key_excludes_its_kind() {
         let q = Queue::default();
         q.add(Key::Template("foo".into()));
         q.add(c("Foo", "a"));
@@ -183,6 +273,47 @@ mod tests {
         assert_eq!(second, c("Bar", "b"), "Foo/a waits for template/foo");
         q.done(&first);
         assert_eq!(q.next().await.unwrap(), c("Foo", "a"));
+    }
+
+    #[tokio::test]
+    async fn constraints_of_a_kind_run_together_but_not_with_its_template() {
+        let q = Queue::default();
+        q.add(c("Foo", "a"));
+        q.add(c("Foo", "b"));
+        q.add(Key::Template("foo".into()));
+        q.add(c("Foo", "d"));
+        let a = q.next().await.unwrap();
+        let b = q.next().await.unwrap();
+        assert_eq!((a.clone(), b.clone()), (c("Foo", "a"), c("Foo", "b")));
+        // The template waits for a and b; d waits behind the template (no starvation).
+        assert_eq!(q.try_take(), None);
+        q.done(&a);
+        assert_eq!(q.try_take(), None);
+        q.done(&b);
+        let t = q.next().await.unwrap();
+        assert_eq!(t, Key::Template("foo".into()));
+        assert_eq!(q.try_take(), None, "d waits for the template");
+        q.done(&t);
+        assert_eq!(q.next().await.unwrap(), c("Foo", "d"));
+    }
+
+    #[test]
+    fn deterministic_drivers_pick_ready_keys() {
+        let q = Queue::default();
+        q.add(Key::Template("foo".into()));
+        q.add(c("Foo", "a"));
+        q.add(c("Bar", "b"));
+        assert_eq!(q.ready_keys().len(), 3);
+        assert!(q.take(&c("Foo", "a")));
+        assert!(
+            !q.take(&Key::Template("foo".into())),
+            "partition foo is busy"
+        );
+        assert_eq!(q.ready_keys(), vec![c("Bar", "b")]);
+        assert_eq!(q.try_next(), Some(c("Bar", "b")));
+        assert_eq!(q.try_next(), None);
+        q.done(&c("Foo", "a"));
+        assert_eq!(q.try_next(), Some(Key::Template("foo".into())));
     }
 
     #[tokio::test]

@@ -439,6 +439,11 @@ impl Decider {
         self.size
     }
 
+    /// The runtime this module was loaded into (to load its successor the same way).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// Where the module came from.
     pub fn source(&self) -> &ModuleSource {
         &self.source

@@ -29,6 +29,7 @@ pub fn test_config(identity: &str) -> RunConfig {
             manage_crds: true,
             wait_bound: Duration::from_secs(20),
             probe_interval: Duration::from_millis(300),
+            ..ReconcileConfig::default()
         },
         leader_elect: false,
         lease_name: "vapgen-tests".into(),
@@ -40,6 +41,7 @@ pub fn test_config(identity: &str) -> RunConfig {
         canary: true,
         workers: 4,
         resync: Duration::from_secs(300),
+        module_watch: None,
     }
 }
 
