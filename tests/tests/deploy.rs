@@ -337,8 +337,8 @@ fn kustomize_base_and_overlays_pass_a_server_side_dry_run() {
         "ServiceAccount/vapgen",
         "ClusterRole/vapgen",
         "ClusterRoleBinding/vapgen",
-        "Role/vapgen-leader-election",
-        "RoleBinding/vapgen-leader-election",
+        "Role/vapgen",
+        "RoleBinding/vapgen",
         "Role/vapgen-events",
         "RoleBinding/vapgen-events",
         "Deployment/vapgen",
@@ -374,14 +374,14 @@ fn kustomize_base_and_overlays_pass_a_server_side_dry_run() {
             what != "base",
             "{what}: --manage-crds goes with the CRD-writing RBAC: {args:?}"
         );
-        // Events only in `default` (where kube-rs records Events of cluster-scoped objects),
-        // Leases only in vapgen's namespace.
+        // Events of templates and constraints in `default` (where kube-rs records Events of
+        // cluster-scoped objects); Leases and the replica's own Events in vapgen's namespace.
         assert_eq!(
             get(objs, "Role", "vapgen-events")["metadata"]["namespace"],
             "default"
         );
         assert_eq!(
-            get(objs, "Role", "vapgen-leader-election")["metadata"]["namespace"],
+            get(objs, "Role", "vapgen")["metadata"]["namespace"],
             SA_NAMESPACE
         );
     }
@@ -830,9 +830,11 @@ async fn negative_checks(sa: &kube::Client, crd_writes: bool) {
             )
             .await,
     );
-    // Events: only in `default`.
+    // Events: only in `default` (templates, constraints) and its own namespace (its Pod).
     assert!(!can(sa, "create", "events.k8s.io", "events", Some("kube-system")).await);
+    assert!(!can(sa, "create", "", "events", Some("default")).await);
     assert!(can(sa, "create", "events.k8s.io", "events", Some("default")).await);
+    assert!(can(sa, "create", "events.k8s.io", "events", Some(SA_NAMESPACE)).await);
     // No RBAC writes (no escalation path).
     assert!(
         !can(
