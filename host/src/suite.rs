@@ -250,14 +250,23 @@ impl Outcome {
 
 /// Runs every suite file below `paths`.
 pub fn run_paths(decider: &dyn Decide, paths: &[PathBuf]) -> Outcome {
+    Outcome {
+        suites: suite_files(paths)
+            .iter()
+            .map(|f| run_file(decider, f))
+            .collect(),
+    }
+}
+
+/// The suite files below `paths` (files as given; `*.yaml`/`*.yml` in directories,
+/// recursively), sorted.
+pub fn suite_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for p in paths {
         collect(p, &mut files);
     }
     files.sort();
-    Outcome {
-        suites: files.iter().map(|f| run_file(decider, f)).collect(),
-    }
+    files
 }
 
 fn collect(p: &Path, out: &mut Vec<PathBuf>) {
@@ -315,22 +324,28 @@ pub fn run_file(decider: &dyn Decide, path: &Path) -> SuiteResult {
     result
 }
 
+/// The inputs of a case: settings merged over the suite's, the template, the constraint
+/// objects (files are read relative to `base`, the suite's directory).
+pub fn case_inputs(
+    base_settings: &SettingsSpec,
+    case: &Case,
+    base: &Path,
+) -> Result<(Settings, Value, Vec<Value>), String> {
+    Ok((
+        merge_settings(base_settings, &case.settings)?,
+        load_template(case, base)?,
+        load_constraints(case, base)?,
+    ))
+}
+
 fn run_case(
     decider: &dyn Decide,
     base_settings: &SettingsSpec,
     case: &Case,
     base: &Path,
 ) -> Vec<String> {
-    let settings = match merge_settings(base_settings, &case.settings) {
-        Ok(s) => s,
-        Err(e) => return vec![e],
-    };
-    let template = match load_template(case, base) {
-        Ok(t) => t,
-        Err(e) => return vec![e],
-    };
-    let constraints = match load_constraints(case, base) {
-        Ok(c) => c,
+    let (settings, template, constraints) = match case_inputs(base_settings, case, base) {
+        Ok(x) => x,
         Err(e) => return vec![e],
     };
     let records: Vec<_> = constraints

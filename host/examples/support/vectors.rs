@@ -23,7 +23,7 @@ use vapgen::model::{
     ValidationAction,
 };
 use vapgen::runtime::CallError;
-use vapgen::{manifest, snapshot, suite};
+use vapgen::{snapshot, suite};
 
 /// The format name written into vector files.
 pub const FORMAT: &str = "vapgen-decision-vectors/v1";
@@ -46,30 +46,11 @@ pub struct Input {
 /// Reads every decision suite below `paths` (files or directories; `.yaml`/`.yml`) and
 /// returns the inputs of all their cases, in file order.
 pub fn load_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
-    let mut files = Vec::new();
-    for p in paths {
-        collect(p, &mut files);
-    }
-    files.sort();
     let mut out = Vec::new();
-    for f in &files {
+    for f in &suite::suite_files(paths) {
         out.extend(load_suite(f)?);
     }
     Ok(out)
-}
-
-fn collect(p: &Path, out: &mut Vec<PathBuf>) {
-    if p.is_dir() {
-        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-            let path = e.path();
-            let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
-            if path.is_dir() || matches!(ext, "yaml" | "yml") {
-                collect(&path, out);
-            }
-        }
-    } else {
-        out.push(p.to_path_buf());
-    }
 }
 
 fn load_suite(path: &Path) -> Result<Vec<Input>, String> {
@@ -81,26 +62,8 @@ fn load_suite(path: &Path) -> Result<Vec<Input>, String> {
     s.cases
         .iter()
         .map(|c| {
-            let at = |e: String| format!("{}: case {:?}: {e}", path.display(), c.name);
-            let settings = suite::merge_settings(&s.settings, &c.settings).map_err(at)?;
-            let template = match (&c.template, &c.template_file) {
-                (Some(t), None) => t.clone(),
-                (None, Some(f)) => read_objects(base, f)
-                    .map_err(at)?
-                    .into_iter()
-                    .find(snapshot::is_template)
-                    .ok_or_else(|| at(format!("{f}: no ConstraintTemplate")))?,
-                _ => return Err(at("needs exactly one of template, templateFile".into())),
-            };
-            let mut objects = c.constraints.clone();
-            for f in &c.constraint_files {
-                objects.extend(
-                    read_objects(base, f)
-                        .map_err(at)?
-                        .into_iter()
-                        .filter(snapshot::is_constraint),
-                );
-            }
+            let (settings, template, objects) = suite::case_inputs(&s.settings, c, base)
+                .map_err(|e| format!("{}: case {:?}: {e}", path.display(), c.name))?;
             Ok(Input {
                 suite: name.clone(),
                 case: c.name.clone(),
@@ -110,16 +73,6 @@ fn load_suite(path: &Path) -> Result<Vec<Input>, String> {
             })
         })
         .collect()
-}
-
-fn read_objects(base: &Path, file: &str) -> Result<Vec<Value>, String> {
-    let path = base.join(file);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (objs, errs) = manifest::parse_documents(&text, &path.display().to_string());
-    if let Some(e) = errs.first() {
-        return Err(e.to_string());
-    }
-    Ok(objs.into_iter().map(|o| o.object).collect())
 }
 
 /// A few inputs no suite can express (a template that is not JSON, an empty object), so the
