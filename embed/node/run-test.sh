@@ -41,7 +41,6 @@ if [ "${VAPGEN_NODE_SKIP_ALT:-}" != 1 ]; then
   mkdir -p "$work/system-namespaces-exempt"
   (cd "$root" && cargo run -q --locked -p vapgen --example build_module -- \
       --package vapgen-module-system-namespaces-exempt --lib system_namespaces_exempt \
-      --strip-export-prefix system-namespaces-exempt: \
       -o "$work/system-namespaces-exempt/decider.wasm")
   (cd "$root" && cargo run -q --locked -p vapgen --example vectors -- \
       --module "$work/system-namespaces-exempt/decider.wasm" \

@@ -66,8 +66,9 @@ mod transform;
 
 #[cfg(target_arch = "wasm32")]
 mod arena;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
+mod export;
 
 pub use naming::{binding_name, legacy_binding_name, policy_name};
 pub use plan::plan_kind;

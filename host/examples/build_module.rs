@@ -3,12 +3,11 @@
 //! ```text
 //! cargo run -p vapgen --example build_module -- \
 //!     --package vapgen-module-system-namespaces-exempt --lib system_namespaces_exempt \
-//!     --strip-export-prefix system-namespaces-exempt: -o target/modules/system-namespaces-exempt.wasm
+//!     -o target/modules/system-namespaces-exempt.wasm
 //! ```
 //!
 //! Steps: `cargo build --lib --target wasm32-unknown-unknown --profile guest` (in
-//! `target/guest-wasm`), the optional export-prefix rewrite (see `support/module_build.rs`),
-//! then `wit_component::ComponentEncoder` (what `wasm-tools component new` does). Prints the
+//! `target/guest-wasm`), then `wit_component::ComponentEncoder` (what `wasm-tools component new` does). Prints the
 //! core and component sizes and the component's sha256.
 
 #[path = "support/module_build.rs"]
@@ -19,8 +18,7 @@ use std::process::ExitCode;
 
 use sha2::{Digest, Sha256};
 
-const USAGE: &str =
-    "usage: build_module --package NAME --lib LIB_NAME [--strip-export-prefix PREFIX] -o OUT.wasm";
+const USAGE: &str = "usage: build_module --package NAME --lib LIB_NAME -o OUT.wasm";
 
 fn main() -> ExitCode {
     match run() {
@@ -35,7 +33,6 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut package = None;
     let mut lib = None;
-    let mut prefix = None;
     let mut out = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -46,7 +43,6 @@ fn run() -> Result<(), String> {
         match a.as_str() {
             "--package" | "-p" => package = Some(value()?),
             "--lib" => lib = Some(value()?),
-            "--strip-export-prefix" => prefix = Some(value()?),
             "-o" | "--output" => out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -64,10 +60,6 @@ fn run() -> Result<(), String> {
         .to_path_buf();
     let target_dir = module_build::default_target_dir(&workspace);
     let core = module_build::build_core(&workspace, &target_dir, &package, &lib)?;
-    let core = match &prefix {
-        Some(p) => module_build::strip_export_prefix(&core, p)?,
-        None => core,
-    };
     let component = module_build::componentize(&core)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;

@@ -18,7 +18,6 @@ use vapgen::{Decider, LoadError, Runtime, RuntimeConfig, suite};
 
 const PACKAGE: &str = "vapgen-module-system-namespaces-exempt";
 const LIB: &str = "system_namespaces_exempt";
-const EXPORT_PREFIX: &str = "system-namespaces-exempt:";
 
 /// The selector the module adds, written out independently of the module's source.
 const EXEMPTION: &str = r#"{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","kube-public","kube-node-lease"]}]}"#;
@@ -38,7 +37,6 @@ fn component() -> &'static [u8] {
         let core =
             module_build::build_core(&ws, &module_build::default_target_dir(&ws), PACKAGE, LIB)
                 .expect("build the module");
-        let core = module_build::strip_export_prefix(&core, EXPORT_PREFIX).expect("strip prefix");
         module_build::componentize(&core).expect("componentize")
     })
 }
@@ -161,33 +159,4 @@ fn can_be_pinned_by_sha256() {
         }
         other => panic!("expected a digest mismatch, got {other:?}"),
     }
-}
-
-#[test]
-fn strip_export_prefix_renames_and_drops_the_shadowed_export() {
-    let core = wat::parse_str(
-        r#"(module
-            (func (export "f") (result i32) i32.const 1)
-            (func (export "p:f") (result i32) i32.const 2)
-            (func (export "g") (result i32) i32.const 3))"#,
-    )
-    .expect("wat");
-    let out = module_build::strip_export_prefix(&core, "p:").expect("strip");
-    let engine = wasmtime::Engine::default();
-    let module = wasmtime::Module::new(&engine, &out).expect("still valid");
-    let names: Vec<&str> = module.exports().map(|e| e.name()).collect();
-    assert_eq!(names, ["f", "g"]);
-    let mut store = wasmtime::Store::new(&engine, ());
-    let instance = wasmtime::Instance::new(&mut store, &module, &[]).expect("instance");
-    let f = instance
-        .get_typed_func::<(), i32>(&mut store, "f")
-        .expect("f");
-    assert_eq!(
-        f.call(&mut store, ()).expect("call"),
-        2,
-        "f is the prefixed one"
-    );
-
-    let err = module_build::strip_export_prefix(&core, "q:").expect_err("no such prefix");
-    assert!(err.contains("q:"), "{err}");
 }

@@ -52,8 +52,6 @@ fn alt_module() -> Vec<u8> {
         "system_namespaces_exempt",
     )
     .expect("build the alternative module");
-    let core =
-        module_build::strip_export_prefix(&core, "system-namespaces-exempt:").expect("strip");
     module_build::componentize(&core).expect("componentize")
 }
 

@@ -34,16 +34,14 @@
 
 use vapgen_guest::model::{BindingOutcome, Constraint, KindPlan, ModuleInfo, PlanError, Settings};
 
+// The component's exports: the shared adapter around this crate's `plan_kind` and `describe`.
+// (`vapgen-guest` is linked with `default-features = false`, so the bundled module's own
+// exports are not in this binary.)
 #[cfg(target_arch = "wasm32")]
-mod component;
+vapgen_guest::export_decider!(plan: crate::plan_kind, describe: crate::describe, wit: "../../wit");
 
 /// The name this module reports in `describe()`.
 pub const MODULE_NAME: &str = "system-namespaces-exempt";
-
-/// The prefix of the adapter's core exports (wit-bindgen's `export_prefix`), stripped when
-/// the module is componentized. It keeps this adapter's symbols apart from the bundled
-/// adapter's, which the `vapgen-guest` rlib also carries on wasm32.
-pub const EXPORT_PREFIX: &str = "system-namespaces-exempt:";
 
 /// The namespaces no generated binding may match.
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
@@ -180,11 +178,5 @@ mod tests {
         let d = describe();
         assert_eq!(d.name, MODULE_NAME);
         assert_eq!(d.interface_version, vapgen_guest::INTERFACE_VERSION);
-    }
-
-    #[test]
-    fn the_adapter_uses_the_documented_export_prefix() {
-        let src = include_str!("component.rs");
-        assert!(src.contains(&format!("export_prefix: {EXPORT_PREFIX:?}")));
     }
 }
