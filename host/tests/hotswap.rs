@@ -126,6 +126,8 @@ async fn hot_swap_changes_bindings_and_rejects_broken_modules() {
     let decider = rt.load_file(&path, None).unwrap();
     let cfg = RunConfig {
         settings: Settings::default(),
+        // `..default()` keeps fields added later (e.g. test-only switches) at their defaults.
+        #[allow(clippy::needless_update)]
         reconcile: ReconcileConfig {
             manage_crds: true,
             wait_bound: Duration::from_secs(20),

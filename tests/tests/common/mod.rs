@@ -25,6 +25,8 @@ pub const SYSTEM_NAMESPACE: &str = "vapgen-system";
 pub fn test_config(identity: &str) -> RunConfig {
     RunConfig {
         settings: Settings::default(),
+        // `..default()` keeps fields added later (e.g. test-only switches) at their defaults.
+        #[allow(clippy::needless_update)]
         reconcile: ReconcileConfig {
             manage_crds: true,
             wait_bound: Duration::from_secs(20),
