@@ -188,6 +188,8 @@ fn run(args: RunArgs) -> ExitCode {
     });
     let cfg = vapgen::controller::RunConfig {
         settings: args.settings.settings(),
+        // `..default()` keeps fields without a flag (e.g. test-only switches) at their defaults.
+        #[allow(clippy::needless_update)]
         reconcile: vapgen::controller::reconcile::ReconcileConfig {
             manage_crds: args.manage_crds,
             wait_bound: std::time::Duration::from_secs(args.default_wait_for_vapb_generation),
