@@ -469,6 +469,49 @@ impl Cluster for KubeCluster {
         }
     }
 
+    async fn get(&self, target: Target, name: &str) -> Result<Option<Value>, ApiError> {
+        match self.api(target).get_opt(name).await.map_err(api_error)? {
+            Some(o) => serde_json::to_value(&o)
+                .map(Some)
+                .map_err(|e| ApiError::Other(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_constraint(&self, kind: &str, name: &str) -> Result<Option<Value>, ApiError> {
+        let plural = self
+            .world
+            .read()
+            .expect("world")
+            .crds
+            .get(&kind.to_ascii_lowercase())
+            .map(|c| c.plural.clone());
+        // No CRD serves the kind: no constraint of it can exist.
+        let Some(plural) = plural else {
+            return Ok(None);
+        };
+        let api: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &constraint_resource(kind, &plural));
+        match api.get_opt(name).await.map_err(api_error)? {
+            Some(o) => serde_json::to_value(&o)
+                .map(Some)
+                .map_err(|e| ApiError::Other(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, target: Target) -> Result<Vec<Value>, ApiError> {
+        let list = self
+            .api(target)
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(api_error)?;
+        list.items
+            .iter()
+            .map(|o| serde_json::to_value(o).map_err(|e| ApiError::Other(e.to_string())))
+            .collect()
+    }
+
     async fn delete(
         &self,
         target: Target,

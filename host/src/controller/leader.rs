@@ -6,6 +6,15 @@
 //! So before a write, [`Leader::ensure`] re-reads the Lease from the API server unless it was
 //! verified less than a second ago (monotonic clock, which keeps running while paused): the
 //! holder must be this replica and its renew time plus duration must lie in the future.
+//!
+//! Terms: every `true` the lease manager sends starts a term (it sends only changes, and the
+//! channel keeps only the latest value, so `true` after `true` means a lost-and-won-back
+//! lease). The leadership loop begins each term — resets the decision record, requeues
+//! everything — in [`Leader::take_change`], and workers reconcile only while
+//! [`Leader::may_reconcile`]: after the lease is won **and** its term has begun. Otherwise a
+//! worker that takes a key the moment the lease is won would act on decisions of an earlier
+//! term, which another leader may have undone since (a binding created for a VAP that no
+//! longer exists).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,6 +30,8 @@ const VERIFIED_FOR: Duration = Duration::from_secs(1);
 pub struct Leader {
     identity: String,
     rx: Option<watch::Receiver<bool>>,
+    /// A receiver of the same channel that only [`Leader::take_change`] marks as seen.
+    term: Option<Mutex<watch::Receiver<bool>>>,
     lease: Option<(Api<Lease>, String)>,
     verified_at: Mutex<Option<Instant>>,
 }
@@ -31,6 +42,7 @@ impl Leader {
         Leader {
             identity: identity.into(),
             rx: None,
+            term: None,
             lease: None,
             verified_at: Mutex::new(None),
         }
@@ -46,6 +58,7 @@ impl Leader {
     ) -> Self {
         Leader {
             identity: identity.into(),
+            term: Some(Mutex::new(rx.clone())),
             rx: Some(rx),
             lease: Some((Api::namespaced(client, namespace), name.into())),
             verified_at: Mutex::new(None),
@@ -65,6 +78,31 @@ impl Leader {
     /// A receiver of leadership changes (`None` when always leading).
     pub fn changes(&self) -> Option<watch::Receiver<bool>> {
         self.rx.clone()
+    }
+
+    /// For the leadership loop: takes in the lease manager's latest value and, if it is
+    /// `true`, runs `begin_term` (synchronously, while [`Leader::may_reconcile`] waits).
+    /// Returns the value.
+    pub fn take_change(&self, begin_term: impl FnOnce()) -> bool {
+        let Some(term) = &self.term else {
+            return true;
+        };
+        let mut rx = term.lock().expect("leader lock");
+        let now = *rx.borrow_and_update();
+        if now {
+            begin_term();
+        }
+        now
+    }
+
+    /// Whether workers may reconcile: this replica leads and the leadership loop has taken
+    /// in every value the lease manager sent (so the current term has begun).
+    pub fn may_reconcile(&self) -> bool {
+        let Some(term) = &self.term else {
+            return true;
+        };
+        let rx = term.lock().expect("leader lock");
+        *rx.borrow() && matches!(rx.has_changed(), Ok(false))
     }
 
     /// Whether this replica may write now, verified against the API server (see the module doc).

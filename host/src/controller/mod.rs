@@ -259,26 +259,60 @@ impl Controller {
     }
 }
 
-pub(crate) fn requeue_all(h: &Handles) {
-    let keys: Vec<Key> = {
-        let w = h.world.read().expect("world");
-        let mut keys: Vec<Key> = w.templates.keys().cloned().map(Key::Template).collect();
-        for c in w.crds.values() {
-            keys.push(Key::Template(c.kind.to_ascii_lowercase()));
-            for name in w
-                .constraints
-                .get(&c.kind.to_ascii_lowercase())
-                .map(|m| m.keys().cloned().collect::<Vec<_>>())
-                .unwrap_or_default()
-            {
-                keys.push(Key::Constraint {
-                    kind: c.kind.clone(),
-                    name,
-                });
-            }
+/// Every key a new leader (or a resync) reconciles to re-derive all decisions: each
+/// template, each kind with a CRD and its constraints, and the owner of each VAP and binding
+/// in the cache. The owners matter when they are gone: a follower drops the keys that the
+/// watch of a deletion enqueued, so without them a binding whose constraint was deleted
+/// just before a take-over (or a VAP whose template was) would never be looked at again.
+pub fn requeue_keys(w: &World) -> Vec<Key> {
+    let mut keys: Vec<Key> = w.templates.keys().cloned().map(Key::Template).collect();
+    for c in w.crds.values() {
+        keys.push(Key::Template(c.kind.to_ascii_lowercase()));
+        for name in w
+            .constraints
+            .get(&c.kind.to_ascii_lowercase())
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            keys.push(Key::Constraint {
+                kind: c.kind.clone(),
+                name,
+            });
         }
-        keys
-    };
+    }
+    for v in w.vaps.values() {
+        if let Some(c) = world::controller_of(v)
+            && c.api_version.starts_with(crate::snapshot::TEMPLATE_GROUP)
+        {
+            keys.push(Key::Template(c.name));
+        }
+    }
+    for b in w.vapbs.values() {
+        if let Some(c) = world::controller_of(b)
+            && c.api_version.starts_with(crate::snapshot::CONSTRAINT_GROUP)
+        {
+            keys.push(Key::Constraint {
+                kind: c.kind,
+                name: c.name,
+            });
+        }
+    }
+    keys
+}
+
+/// What a replica does when it starts a term as leader: forget the decisions of its earlier
+/// terms (another leader may have undone them; every kind is Unknown until the template
+/// reconciler speaks again, so nothing acts on them) and requeue everything.
+pub fn begin_term(records: &Mutex<Records>, world: &RwLock<World>, queue: &Queue) {
+    records.lock().expect("records").reset();
+    let keys = requeue_keys(&world.read().expect("world"));
+    for k in keys {
+        queue.add(k);
+    }
+}
+
+pub(crate) fn requeue_all(h: &Handles) {
+    let keys = requeue_keys(&h.world.read().expect("world"));
     for k in keys {
         h.queue.add(k);
     }
@@ -292,15 +326,20 @@ async fn leadership(h: Handles) {
     };
     let mut was = false;
     loop {
-        let now = *rx.borrow_and_update();
+        rx.borrow_and_update();
+        // kube-lease-manager sends only changes, and a watch channel keeps only the latest
+        // value: `true` after `true` means a `false` in between went unseen (the lease was
+        // lost and won back), so every `true` starts a term (see `leader`).
+        let now = h
+            .leader
+            .take_change(|| begin_term(&h.records, &h.world, &h.queue));
         h.metrics.leader(now);
-        if now && !was {
+        if now {
             tracing::info!(
                 identity = h.leader.identity(),
                 "became leader; re-deriving every decision"
             );
-            requeue_all(&h);
-        } else if !now && was {
+        } else if was {
             tracing::warn!(
                 identity = h.leader.identity(),
                 "lost leadership; writes stop"
@@ -336,8 +375,9 @@ async fn worker(
     backoff: Arc<Mutex<HashMap<Key, u32>>>,
 ) {
     while let Some(key) = ctx.queue.next().await {
-        if !leader.is_leader() {
-            // Followers keep caches warm; the new leader requeues everything on take-over.
+        if !leader.may_reconcile() {
+            // Followers keep caches warm; the new leader requeues everything when its term
+            // begins (and until then, nothing may act on the decisions of an earlier term).
             ctx.queue.done(&key);
             continue;
         }

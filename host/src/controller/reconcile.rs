@@ -8,6 +8,9 @@
 //! * a published change requeues every constraint of the kind;
 //! * constraint: reads only the record (and the template snapshot stored in it); `Unknown`
 //!   means wait, never delete; a binding is created only while the record says the VAP exists;
+//! * a replica that starts a term as leader resets the record (every kind Unknown until its
+//!   template reconciler speaks again), and a template reconcile that began before the reset
+//!   does not publish;
 //! * keys of one kind never run concurrently (see `queue`), so these steps do not interleave.
 
 use std::future::Future;
@@ -102,6 +105,20 @@ pub trait Cluster: Send + Sync + 'static {
         target: Target,
         obj: &Value,
     ) -> impl Future<Output = Result<Value, ApiError>> + Send;
+    /// Reads an object from the API server, not from the cache (`None`: it does not exist).
+    fn get(
+        &self,
+        target: Target,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Value>, ApiError>> + Send;
+    /// Reads a constraint from the API server, not from the cache (`None`: it does not exist).
+    fn get_constraint(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Value>, ApiError>> + Send;
+    /// Lists every object of a kind from the API server, not from the cache.
+    fn list(&self, target: Target) -> impl Future<Output = Result<Vec<Value>, ApiError>> + Send;
     /// Deletes with UID and resourceVersion preconditions.
     fn delete(
         &self,
@@ -288,28 +305,35 @@ impl<C: Cluster> Ctx<C> {
     }
 
     fn requeue_constraints(&self, kind: &str) {
-        let names: Vec<String> = {
+        // Keys carry each object's own (exact-case) kind, like the keys of the watches: a
+        // key with another spelling would be a second key for the same constraint.
+        let keys: Vec<Key> = {
             let w = self.world.read().expect("world lock");
             w.constraints_of(kind)
                 .iter()
-                .map(|c| snapshot::name_of(c).to_string())
+                .map(|c| Key::Constraint {
+                    kind: Some(snapshot::kind_of(c))
+                        .filter(|k| !k.is_empty())
+                        .unwrap_or(kind)
+                        .to_string(),
+                    name: snapshot::name_of(c).to_string(),
+                })
                 .collect()
         };
-        for name in names {
-            self.queue.add(Key::Constraint {
-                kind: kind.to_string(),
-                name,
-            });
+        for key in keys {
+            self.queue.add(key);
         }
     }
 
-    fn publish(&self, key: &str, record: DecisionRecord) {
+    /// Publishes for a reconcile that began in `epoch` (ignored after a reset of the records,
+    /// i.e. when this replica started a new term as leader meanwhile).
+    fn publish(&self, epoch: u64, key: &str, record: DecisionRecord) {
         let kind = record.kind.clone();
         let changed = self
             .records
             .lock()
             .expect("records lock")
-            .publish(key, record);
+            .publish_in(epoch, key, record);
         if changed && !kind.is_empty() {
             self.requeue_constraints(&kind);
         }
@@ -344,6 +368,9 @@ pub async fn reconcile_template<C: Cluster>(
     ctx: &Ctx<C>,
     name: &str,
 ) -> Result<Action, ReconcileError> {
+    // Taken before anything is read: if this replica starts a new term as leader while this
+    // reconcile runs, its decision is not published into the new term.
+    let epoch = ctx.records.lock().expect("records lock").epoch();
     let (template, synced) = {
         let w = ctx.world.read().expect("world lock");
         (w.templates.get(name).cloned(), w.core_synced())
@@ -352,7 +379,7 @@ pub async fn reconcile_template<C: Cluster>(
         return Ok(Action::after(WAIT_FOR_SYNC));
     }
     let Some(template) = template else {
-        return template_gone(ctx, name).await;
+        return template_gone(ctx, epoch, name).await;
     };
     let essence = template_essence(&template);
     let json = essence.to_string();
@@ -392,7 +419,7 @@ pub async fn reconcile_template<C: Cluster>(
     }
     match (&plan.decision, &plan.policy) {
         (TemplateDecision::Generate, PolicyOutcome::Desired(vap_json)) => {
-            generate(ctx, name, &template, &plan, vap_json, record).await
+            generate(ctx, epoch, name, &template, &plan, vap_json, record).await
         }
         _ => {
             let (reason, error) = no_generate_reason(&plan);
@@ -401,7 +428,7 @@ pub async fn reconcile_template<C: Cluster>(
                 error,
             };
             // Publish first: from now on constraint reconciles delete, never create.
-            ctx.publish(name, record);
+            ctx.publish(epoch, name, record);
             remove_kind_objects(ctx, name, &plan.kind).await?;
             let state = if error { "error" } else { "not-generated" };
             let status = template_status(&template, state, &reason, &plan.warnings, None);
@@ -414,6 +441,7 @@ pub async fn reconcile_template<C: Cluster>(
 
 async fn generate<C: Cluster>(
     ctx: &Ctx<C>,
+    epoch: u64,
     name: &str,
     template: &Value,
     plan: &KindPlan,
@@ -430,7 +458,7 @@ async fn generate<C: Cluster>(
                 reason: e.clone(),
                 error: true,
             };
-            ctx.publish(name, record);
+            ctx.publish(epoch, name, record);
             remove_kind_objects(ctx, name, &plan.kind).await?;
             let status = template_status(template, "error", &e, &plan.warnings, None);
             ctx.write_status(&StatusTarget::Template(name.into()), template, status)
@@ -438,13 +466,39 @@ async fn generate<C: Cluster>(
             return Ok(Action::done());
         }
     };
-    let live = ctx
+    let mut live = ctx
         .world
         .read()
         .expect("world lock")
         .vaps
         .get(&plan.policy_name)
         .cloned();
+    // The cache may lag behind the API server (the last deletes of the previous leader, or a
+    // user's). Before a Generate that licenses bindings is published on the cache's word
+    // alone (the VAP is there, nothing to write), read the VAP from the API server — once
+    // per term: a Generate published in this term was verified or written already.
+    let licensed = match ctx.records.lock().expect("records lock").get(name) {
+        Lookup::Known(r) => {
+            matches!(&r.decision, Decision::Generate { policy, .. } if policy.exists())
+        }
+        Lookup::Unknown => false,
+    };
+    if !licensed
+        && live
+            .as_ref()
+            .is_some_and(|l| compare::vap_equal(&desired, l))
+    {
+        live = ctx
+            .cluster
+            .get(Target::Vap, &plan.policy_name)
+            .await
+            .map_err(|e| {
+                ReconcileError(format!(
+                    "reading ValidatingAdmissionPolicy {}: {e}",
+                    plan.policy_name
+                ))
+            })?;
+    }
     let foreign = live.as_ref().and_then(|l| {
         let c = controller_of(l);
         match &c {
@@ -512,7 +566,7 @@ async fn generate<C: Cluster>(
     };
     record.decision = Decision::Generate { policy, readiness };
     // The VAP exists (or failed for good) before the record says Generate.
-    ctx.publish(name, record);
+    ctx.publish(epoch, name, record);
     let status = template_status(template, state, &message, &plan.warnings, readiness_note);
     ctx.write_status(&StatusTarget::Template(name.into()), template, status)
         .await;
@@ -597,7 +651,7 @@ async fn remove_kind_objects<C: Cluster>(
     kind: &str,
 ) -> Result<usize, ReconcileError> {
     let kind_key = if kind.is_empty() { template_name } else { kind };
-    let (bindings, vap) = {
+    let (mut bindings, vap) = {
         let w = ctx.world.read().expect("world lock");
         let b: Vec<Value> = w
             .bindings_of_kind(kind_key)
@@ -611,6 +665,25 @@ async fn remove_kind_objects<C: Cluster>(
             .cloned();
         (b, v)
     };
+    if vap.is_some() {
+        // The VAP goes, so first every binding of the kind that exists, not only those in the
+        // cache: the previous leader may have created one just before a take-over, and a
+        // binding must not outlive its policy.
+        let listed = ctx.cluster.list(Target::Vapb).await.map_err(|e| {
+            ReconcileError(format!(
+                "listing ValidatingAdmissionPolicyBindings before deleting the policy of {kind_key}: {e}"
+            ))
+        })?;
+        bindings = listed
+            .into_iter()
+            .filter(|b| {
+                controller_of(b).is_some_and(|c| {
+                    c.api_version.starts_with(snapshot::CONSTRAINT_GROUP)
+                        && c.kind.eq_ignore_ascii_case(kind_key)
+                })
+            })
+            .collect();
+    }
     for b in &bindings {
         delete_or_retry(ctx, Target::Vapb, b).await?;
     }
@@ -635,12 +708,25 @@ async fn delete_or_retry<C: Cluster>(
     }
 }
 
-async fn template_gone<C: Cluster>(ctx: &Ctx<C>, name: &str) -> Result<Action, ReconcileError> {
-    let kind = match ctx.records.lock().expect("records lock").get(name) {
-        Lookup::Known(r) if !r.kind.is_empty() => r.kind.clone(),
-        _ => name.to_string(),
+async fn template_gone<C: Cluster>(
+    ctx: &Ctx<C>,
+    epoch: u64,
+    name: &str,
+) -> Result<Action, ReconcileError> {
+    let known = match ctx.records.lock().expect("records lock").get(name) {
+        Lookup::Known(r) if !r.kind.is_empty() => Some(r.kind.clone()),
+        _ => None,
     };
+    // Unknown (e.g. a new leader that never saw the template): the exact-case kind is the
+    // CRD's; the template name is only its lower-case form.
+    let kind = known
+        .or_else(|| {
+            let w = ctx.world.read().expect("world lock");
+            w.crds.get(name).map(|c| c.kind.clone())
+        })
+        .unwrap_or_else(|| name.to_string());
     ctx.publish(
+        epoch,
         name,
         DecisionRecord {
             decision: Decision::Absent,
@@ -778,6 +864,25 @@ pub async fn reconcile_constraint<C: Cluster>(
         return Ok(Action::after(WAIT_FOR_SYNC));
     }
     let Some(obj) = obj else {
+        // Not in the cache: deleted, or not seen yet — its watch may lag behind the bindings'
+        // (a binding the previous leader made for a constraint created just before a
+        // take-over, or a constraint created between the two initial lists). Only a
+        // constraint the API server does not have either loses its bindings.
+        let owns_bindings = {
+            let w = ctx.world.read().expect("world lock");
+            w.bindings_of_kind(kind).iter().any(|(_, c)| c.name == name)
+        };
+        if owns_bindings {
+            match ctx.cluster.get_constraint(kind, name).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return Ok(Action::after(WAIT_FOR_SYNC)),
+                Err(e) => {
+                    return Err(ReconcileError(format!(
+                        "reading constraint {kind}/{name}: {e}"
+                    )));
+                }
+            }
+        }
         delete_bindings_of(ctx, kind, name).await?;
         return Ok(Action::done());
     };

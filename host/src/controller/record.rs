@@ -120,6 +120,7 @@ pub enum Lookup<'a> {
 #[derive(Debug, Default)]
 pub struct Records {
     entries: BTreeMap<String, DecisionRecord>,
+    epoch: u64,
 }
 
 impl Records {
@@ -129,6 +130,26 @@ impl Records {
             Some(r) => Lookup::Known(r),
             None => Lookup::Unknown,
         }
+    }
+
+    /// Forgets every entry (every kind is Unknown again) and starts a new epoch, in which
+    /// the publications of reconciles that began earlier are ignored ([`Records::publish_in`]).
+    /// A replica does this when it starts a term as leader: what it published in an earlier
+    /// term may have been undone by another leader since.
+    pub fn reset(&mut self) {
+        self.entries.clear();
+        self.epoch += 1;
+    }
+
+    /// The current epoch (see [`Records::reset`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// [`Records::publish`] for a reconcile that began in `epoch`; ignored (false) if the
+    /// records were reset since.
+    pub fn publish_in(&mut self, epoch: u64, kind: &str, record: DecisionRecord) -> bool {
+        epoch == self.epoch && self.publish(kind, record)
     }
 
     /// Publishes an entry. Returns true when the constraints of the kind must be requeued:
@@ -190,6 +211,25 @@ mod tests {
         });
         assert!(r.publish("foo", n), "a changed decision requeues");
         assert!(r.publish("foo", g), "and so does the flip back");
+    }
+
+    #[test]
+    fn a_reset_forgets_everything_and_ignores_older_reconciles() {
+        let mut r = Records::default();
+        let g = rec(Decision::Generate {
+            policy: PolicyState::Applied,
+            readiness: Readiness::Ready,
+        });
+        let old = r.epoch();
+        assert!(r.publish_in(old, "foo", g.clone()));
+        r.reset();
+        assert_eq!(r.get("foo"), Lookup::Unknown);
+        assert!(
+            !r.publish_in(old, "foo", g.clone()),
+            "a reconcile of the old term"
+        );
+        assert_eq!(r.get("foo"), Lookup::Unknown);
+        assert!(r.publish_in(r.epoch(), "foo", g));
     }
 
     #[test]
