@@ -157,6 +157,38 @@ pub struct ReconcileConfig {
     pub wait_bound: Duration,
     /// How often to re-probe a kind that is not ready.
     pub probe_interval: Duration,
+    /// Test-only: parts of the race fix to switch off, so that the schedule-exploration tests
+    /// can show they find the races the fix closes. Nothing is weakened by default.
+    #[doc(hidden)]
+    pub weakened: Weakened,
+}
+
+/// Test-only switches that turn parts of the race fix (spec §5.7) back into Gatekeeper's
+/// strategy. They exist so that `host/tests/explore.rs` can prove it detects R-a and R-b;
+/// the controller never sets them (`vapgen run` has no flag for them).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Weakened {
+    /// The constraint reconciler derives the decision from the cache's current copy of the
+    /// template (and assumes the VAP exists) instead of reading the decision record.
+    pub naive_template_reads: bool,
+    /// Constraints are requeued only when a template pass creates or deletes the VAP
+    /// (Gatekeeper's `triggerConstraintEvents`), not whenever the published decision changes.
+    pub replay_on_vap_change_only: bool,
+    /// The template reconciler leaves the kind's bindings to the constraint reconciler when
+    /// the kind stops generating (Gatekeeper's template controller never deletes bindings).
+    pub keep_bindings: bool,
+}
+
+impl Weakened {
+    /// Gatekeeper's strategy: all three switches on.
+    pub fn gatekeeper() -> Self {
+        Weakened {
+            naive_template_reads: true,
+            replay_on_vap_change_only: true,
+            keep_bindings: true,
+        }
+    }
 }
 
 impl Default for ReconcileConfig {
@@ -165,6 +197,7 @@ impl Default for ReconcileConfig {
             manage_crds: false,
             wait_bound: Duration::from_secs(30),
             probe_interval: Duration::from_millis(500),
+            weakened: Weakened::default(),
         }
     }
 }
@@ -334,7 +367,7 @@ impl<C: Cluster> Ctx<C> {
             .lock()
             .expect("records lock")
             .publish_in(epoch, key, record);
-        if changed && !kind.is_empty() {
+        if changed && !kind.is_empty() && !self.config.weakened.replay_on_vap_change_only {
             self.requeue_constraints(&kind);
         }
     }
@@ -507,6 +540,7 @@ async fn generate<C: Cluster>(
         }
     });
     let mut retry = None;
+    let mut created = false;
     let policy = if let Some(owner) = foreign {
         PolicyState::Failed(format!(
             "ValidatingAdmissionPolicy {} exists and is controlled by {}; vapgen does not overwrite objects it does not own",
@@ -520,7 +554,10 @@ async fn generate<C: Cluster>(
         PolicyState::Applied
     } else {
         match ctx.write_apply(Target::Vap, &desired).await {
-            Ok(_) => PolicyState::Applied,
+            Ok(_) => {
+                created = live.is_none();
+                PolicyState::Applied
+            }
             Err(ApiError::NotLeader) => return Ok(Action::done()),
             Err(e @ ApiError::Rejected(_)) => {
                 let msg = format!(
@@ -567,6 +604,9 @@ async fn generate<C: Cluster>(
     record.decision = Decision::Generate { policy, readiness };
     // The VAP exists (or failed for good) before the record says Generate.
     ctx.publish(epoch, name, record);
+    if created && ctx.config.weakened.replay_on_vap_change_only {
+        ctx.requeue_constraints(&plan.kind);
+    }
     let status = template_status(template, state, &message, &plan.warnings, readiness_note);
     ctx.write_status(&StatusTarget::Template(name.into()), template, status)
         .await;
@@ -656,6 +696,7 @@ async fn remove_kind_objects<C: Cluster>(
         let b: Vec<Value> = w
             .bindings_of_kind(kind_key)
             .into_iter()
+            .filter(|_| !ctx.config.weakened.keep_bindings)
             .filter_map(|(n, _)| w.vapbs.get(&n).cloned())
             .collect();
         let v = w
@@ -665,7 +706,7 @@ async fn remove_kind_objects<C: Cluster>(
             .cloned();
         (b, v)
     };
-    if vap.is_some() {
+    if vap.is_some() && !ctx.config.weakened.keep_bindings {
         // The VAP goes, so first every binding of the kind that exists, not only those in the
         // cache: the previous leader may have created one just before a take-over, and a
         // binding must not outlive its policy.
@@ -689,6 +730,9 @@ async fn remove_kind_objects<C: Cluster>(
     }
     if let Some(v) = &vap {
         delete_or_retry(ctx, Target::Vap, v).await?;
+        if ctx.config.weakened.replay_on_vap_change_only && !kind.is_empty() {
+            ctx.requeue_constraints(kind);
+        }
     }
     Ok(bindings.len() + usize::from(vap.is_some()))
 }
@@ -886,9 +930,13 @@ pub async fn reconcile_constraint<C: Cluster>(
         delete_bindings_of(ctx, kind, name).await?;
         return Ok(Action::done());
     };
-    let record = match ctx.records.lock().expect("records lock").get(kind) {
-        Lookup::Unknown => None,
-        Lookup::Known(r) => Some(r.clone()),
+    let record = if ctx.config.weakened.naive_template_reads {
+        Some(record_from_cached_template(ctx, kind)?)
+    } else {
+        match ctx.records.lock().expect("records lock").get(kind) {
+            Lookup::Unknown => None,
+            Lookup::Known(r) => Some(r.clone()),
+        }
     };
     let Some(record) = record else {
         // Unknown: the template reconciler has not spoken since start-up. Wait; never delete.
@@ -1054,6 +1102,56 @@ pub async fn reconcile_constraint<C: Cluster>(
     )
     .await;
     Ok(Action::done())
+}
+
+/// Gatekeeper's strategy ([`Weakened::naive_template_reads`], test-only): the decision
+/// derived from whatever copy of the template the cache holds now, with the VAP assumed to
+/// exist (Gatekeeper's constraint controller does not look at it).
+fn record_from_cached_template<C: Cluster>(
+    ctx: &Ctx<C>,
+    kind: &str,
+) -> Result<DecisionRecord, ReconcileError> {
+    let template = ctx
+        .world
+        .read()
+        .expect("world lock")
+        .templates
+        .get(&kind.to_ascii_lowercase())
+        .cloned();
+    let Some(template) = template else {
+        return Ok(DecisionRecord {
+            decision: Decision::Absent,
+            template_uid: None,
+            template_generation: 0,
+            template_json: None,
+            kind: kind.into(),
+        });
+    };
+    let json = template_essence(&template).to_string();
+    let plan = ctx
+        .decider()
+        .plan_kind(&ctx.settings, &json, &[])
+        .map_err(|e| ReconcileError(format!("decision module failed for kind {kind}: {e}")))?;
+    let decision = match (&plan.decision, &plan.policy) {
+        (TemplateDecision::Generate, PolicyOutcome::Desired(_)) => Decision::Generate {
+            policy: PolicyState::Applied,
+            readiness: Readiness::Ready,
+        },
+        _ => {
+            let (reason, error) = no_generate_reason(&plan);
+            Decision::NoGenerate { reason, error }
+        }
+    };
+    Ok(DecisionRecord {
+        decision,
+        template_uid: Some(identity(&template).0),
+        template_generation: template
+            .pointer("/metadata/generation")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        template_json: Some(json),
+        kind: plan.kind,
+    })
 }
 
 async fn delete_if_ours<C: Cluster>(
