@@ -72,12 +72,20 @@ pub fn constraint_resource(kind: &str, plural: &str) -> ApiResource {
 
 /// Which cache a watch feeds.
 #[derive(Clone, Debug)]
-enum Feed {
+pub enum Feed {
+    /// ConstraintTemplates.
     Templates,
+    /// ValidatingAdmissionPolicies.
     Vaps,
+    /// ValidatingAdmissionPolicyBindings.
     Vapbs,
+    /// Constraint CRDs.
     Crds,
-    Constraints { kind: String },
+    /// The constraints of one kind.
+    Constraints {
+        /// Exact-case kind.
+        kind: String,
+    },
 }
 
 impl Feed {
@@ -103,8 +111,9 @@ impl Feed {
         }
     }
 
-    /// The keys an object's change affects.
-    fn keys(&self, obj: &Value) -> Vec<Key> {
+    /// The keys an object's change affects (also used by the schedule-exploration simulator,
+    /// so that it enqueues exactly what the real watches do).
+    pub fn keys(&self, obj: &Value) -> Vec<Key> {
         let name = snapshot::name_of(obj).to_string();
         match self {
             Feed::Templates => vec![Key::Template(name)],

@@ -886,35 +886,17 @@ impl Instance {
         }
     }
 
-    /// Keys a watch event enqueues (copied from `controller::kube::Feed::keys`).
+    /// Keys a watch event enqueues: the real watches' mapping (`controller::kube::Feed::keys`).
     fn keys(res: &Res, obj: &Value) -> Vec<Key> {
-        let name = snapshot::name_of(obj).to_string();
-        match res {
-            Res::Templates => vec![Key::Template(name)],
-            Res::Constraints(kind) => vec![Key::Constraint {
-                kind: kind.clone(),
-                name,
-            }],
-            Res::Vaps => match controller_of(obj) {
-                Some(c) if c.api_version.starts_with(snapshot::TEMPLATE_GROUP) => {
-                    vec![Key::Template(c.name)]
-                }
-                _ => name
-                    .strip_prefix("gatekeeper-")
-                    .map(|t| vec![Key::Template(t.to_string())])
-                    .unwrap_or_default(),
-            },
-            Res::Vapbs => match controller_of(obj) {
-                Some(c) if c.api_version.starts_with(snapshot::CONSTRAINT_GROUP) => {
-                    vec![Key::Constraint {
-                        kind: c.kind,
-                        name: c.name,
-                    }]
-                }
-                _ => vec![],
-            },
-            Res::Crds => vec![],
-        }
+        use vapgen::controller::kube::Feed;
+        let feed = match res {
+            Res::Templates => Feed::Templates,
+            Res::Vaps => Feed::Vaps,
+            Res::Vapbs => Feed::Vapbs,
+            Res::Crds => Feed::Crds,
+            Res::Constraints(kind) => Feed::Constraints { kind: kind.clone() },
+        };
+        feed.keys(obj)
     }
 
     fn cache<'a>(w: &'a mut World, res: &Res) -> &'a mut BTreeMap<String, Value> {
