@@ -425,8 +425,9 @@ impl KubeCluster {
     }
 }
 
-/// Puts the desired spec, owner references, labels and annotations onto a live object.
-fn overlay(live: &mut Value, desired: &Value) {
+/// Puts the desired spec, owner references, labels and annotations onto a live object (the
+/// drift repair of `apply`; the schedule-exploration simulator uses it too).
+pub fn overlay(live: &mut Value, desired: &Value) {
     live["spec"] = desired["spec"].clone();
     if let Some(refs) = desired.pointer("/metadata/ownerReferences") {
         live["metadata"]["ownerReferences"] = refs.clone();

@@ -380,27 +380,8 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// What `KubeCluster` puts onto a live object: the spec, owner references, labels and
-/// annotations (copied from `controller::kube::overlay`).
-fn overlay(live: &mut Value, desired: &Value) {
-    live["spec"] = desired["spec"].clone();
-    if let Some(refs) = desired.pointer("/metadata/ownerReferences") {
-        live["metadata"]["ownerReferences"] = refs.clone();
-    }
-    for key in ["labels", "annotations"] {
-        if let Some(Value::Object(want)) = desired.pointer(&format!("/metadata/{key}")) {
-            let slot = &mut live["metadata"][key];
-            if !slot.is_object() {
-                *slot = json!({});
-            }
-            if let Some(have) = slot.as_object_mut() {
-                for (k, v) in want {
-                    have.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    }
-}
+// What `KubeCluster` puts onto a live object: the real `controller::kube::overlay`.
+use vapgen::controller::kube::overlay;
 
 impl Api {
     fn log(&mut self, f: impl FnOnce() -> String) {
