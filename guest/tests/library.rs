@@ -9,9 +9,12 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use vapgen_guest::model::*;
 
+/// The library's templates; empty (skipped, said loudly) without the corpus.
 fn templates() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let root = library();
+    let Some(root) = library() else {
+        return out;
+    };
     for group in std::fs::read_dir(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display())) {
         let group = group.unwrap().path();
         if !group.is_dir() {
@@ -62,6 +65,9 @@ fn expected_validations(source: &Value) -> Value {
 #[test]
 fn all_library_templates_generate() {
     let templates = templates();
+    if library().is_none() {
+        return;
+    }
     assert_eq!(templates.len(), 16, "the conformance set has 16 templates");
     for path in &templates {
         let t = yaml(path);

@@ -132,6 +132,30 @@ pub async fn as_service_account(ns: &str, name: &str) -> Client {
     .await
 }
 
+/// The gatekeeper-library corpus (16 CEL templates with suites), found as `tests/corpus-dir`
+/// documents: `$VAPGEN_CONFORMANCE/gatekeeper-library`, else `../shared/conformance` beside
+/// the repository. `None` (with a loud message on stderr) when neither exists; under
+/// `CI=true` that is a failure of the CI setup and panics.
+pub fn conformance_library() -> Option<PathBuf> {
+    let dir = match std::env::var_os("VAPGEN_CONFORMANCE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
+    };
+    let lib = dir.join("gatekeeper-library");
+    if lib.is_dir() {
+        return Some(lib);
+    }
+    let msg = format!(
+        "the gatekeeper-library corpus is not at {}: set VAPGEN_CONFORMANCE (tests/corpus-dir finds or fetches it; ./test does this)",
+        lib.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED (no corpus): {msg}");
+    None
+}
+
 /// Path of a kubectl matching the test API server (`VAPGEN_KUBECTL`), if set.
 pub fn kubectl() -> Option<PathBuf> {
     std::env::var_os(KUBECTL_ENV)

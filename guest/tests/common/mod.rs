@@ -14,9 +14,29 @@ pub fn data(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// The gatekeeper-library checkout shared with the project.
-pub fn library() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/gatekeeper-library")
+/// The gatekeeper-library corpus: `$VAPGEN_CONFORMANCE/gatekeeper-library`, else
+/// `../shared/conformance` beside the repository (see `tests/corpus-dir`, which `./test`
+/// uses to find or fetch it). `None`, said loudly, when absent; a panic under `CI=true`.
+/// (The same rule as `vapgen_tests::conformance_library`, which the guest cannot depend on.)
+pub fn library() -> Option<PathBuf> {
+    let dir = match std::env::var_os("VAPGEN_CONFORMANCE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
+    };
+    let lib = dir.join("gatekeeper-library");
+    if lib.is_dir() {
+        return Some(lib);
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "no gatekeeper-library corpus at {} under CI=true; set VAPGEN_CONFORMANCE",
+        lib.display()
+    );
+    eprintln!(
+        "SKIPPED (no corpus): no gatekeeper-library at {}; set VAPGEN_CONFORMANCE (tests/corpus-dir)",
+        lib.display()
+    );
+    None
 }
 
 /// Reads a one-document YAML file as JSON.
