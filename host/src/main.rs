@@ -80,8 +80,10 @@ struct RunArgs {
     /// Lease duration in seconds: how long a dead leader blocks a take-over.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
-    /// Renew the lease this many seconds before it expires.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    /// Renew the lease this many seconds before it expires: the time a renewal may take on a
+    /// loaded API server (the default renews 5 s into a 15 s lease and so survives renewals
+    /// of up to 10 s, as client-go's 10 s renew deadline).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     lease_grace_seconds: u64,
     /// Identity of this replica in the Lease (default: $POD_NAME, else hostname-pid).
     #[arg(long, env = "POD_NAME")]

@@ -157,6 +157,29 @@ fn scenario(name: &str, seed: u64) -> Scenario {
             s.initial = vec![t(A, Some(true)), c(A, "c1", 0)];
             s.script = vec![c(A, "c2", 1), UserAct::LeaderChange];
         }
+        // Regression (fixed): the leader's lease lapses (a renewal slower than the lease on
+        // a loaded API server) and its late renewal lands; its manager never says `false`.
+        // Writes refused by the fence meanwhile ended their reconciles as if done, and the
+        // bindings stayed missing with an empty queue (now a fenced reconcile is retried,
+        // and a replica that saw the lapse begins a new term when it holds the lease again).
+        "lapse" => {
+            s.replicas = 2;
+            s.initial = vec![t(A, Some(true)), c(A, "c1", 0)];
+            s.script = vec![UserAct::Lapse, c(A, "c2", 0), c(A, "c1", 1)];
+        }
+        // The same on the only replica (no other replica can take the lease over).
+        "lapse-single" => {
+            s.initial = vec![t(A, Some(true))];
+            s.script = vec![UserAct::Lapse, c(A, "c1", 0), t(A, Some(false)), t(A, None)];
+        }
+        // Regression (fixed): a reconcile that panics (a bug, or bad input the code did not
+        // expect). The worker died before `done`, the key stayed "processing" and its kind
+        // froze (now the panic is the key's outcome and it is retried with backoff).
+        "panic" => {
+            s.initial = vec![t(A, Some(true)), c(A, "c1", 0)];
+            s.script = vec![c(A, "c2", 0), c(A, "c1", 1)];
+            s.panic_at_write = Some(1);
+        }
         "random" => random_scenario(&mut s, seed),
         other => panic!("unknown scenario {other}"),
     }
@@ -198,9 +221,10 @@ fn random_scenario(s: &mut Scenario, seed: u64) {
                 kind: k.into(),
                 name: n.into(),
             },
-            81..=90 => UserAct::Restart {
+            81..=88 => UserAct::Restart {
                 slot: r.below(s.replicas),
             },
+            89..=94 => UserAct::Lapse,
             _ => UserAct::LeaderChange,
         };
         s.script.push(a);
@@ -279,10 +303,28 @@ fn random_schedules() {
     }
 }
 
+/// Writes slower than the lease (a lapse and a late renewal by the same replica) and a
+/// panic inside a reconcile: every schedule within the delay bound converges with no
+/// binding missing, dangling or without its policy.
+#[test]
+fn exhaustive_lapse_and_panic() {
+    let n = exhaustive("lapse", 2) + exhaustive("lapse-single", 2) + exhaustive("panic", 2);
+    assert!(n > 100, "{n}");
+}
+
 /// The bugs the exploration found in the controller stay fixed.
 #[test]
 fn regressions() {
-    for name in ["orphan", "gone-unknown", "flip-back", "outlive", "unseen"] {
+    for name in [
+        "orphan",
+        "gone-unknown",
+        "flip-back",
+        "outlive",
+        "unseen",
+        "lapse",
+        "lapse-single",
+        "panic",
+    ] {
         let start = Instant::now();
         match explore_random(&|s| scenario(name, s), 0..1000) {
             Ok(n) => println!("{name}: {n} schedules in {:.1?}", start.elapsed()),

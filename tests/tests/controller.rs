@@ -756,7 +756,27 @@ async fn bad_templates_get_clear_status_errors() {
         );
         delete(&client, &template_resource(), &tname).await;
     }
-    // 36: name ≠ lower(kind) makes no CRD either.
+    // 36: name ≠ lower(kind) makes no CRD either (the CRD would be named after the kind).
+    let wrong = unique_kind("Name");
+    let mut t = template(&wrong, json!({}));
+    t["metadata"]["name"] = json!(format!("{}-wrong", wrong.to_ascii_lowercase()));
+    let wrong_name = t["metadata"]["name"].as_str().unwrap().to_string();
+    apply(&client, &template_resource(), &t).await;
+    wait_object(
+        &client,
+        &template_resource(),
+        &wrong_name,
+        "error status",
+        |o| state(o) == "error",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let crd_name = format!("{}.constraints.gatekeeper.sh", wrong.to_ascii_lowercase());
+    assert!(
+        get(&client, &crd_resource(), &crd_name).await.is_none(),
+        "an invalid template got the CRD {crd_name}"
+    );
+    delete(&client, &template_resource(), &wrong_name).await;
     // 42: the plural key is a warning, and the template still generates.
     let plural = unique_kind("Plural");
     apply(
@@ -788,6 +808,69 @@ async fn bad_templates_get_clear_status_errors() {
     .await;
     cleanup_template(&client, &plural).await;
     cleanup_template(&client, &good).await;
+}
+
+/// A template whose CEL the API server rejects (422) is a permanent error, not a write load:
+/// its status and a Warning Event say why, and its VAP is not re-applied until the template
+/// changes or the resync (300 s here) — before, it was re-applied ~3.5 times a second.
+#[tokio::test]
+async fn a_rejected_template_is_not_retried_hot() {
+    let (client, kind, _) = setup("Rejected").await;
+    let t = template(
+        &kind,
+        json!({"validations": [{"expression": "this is not CEL ((("}]}),
+    );
+    let lower = kind.to_ascii_lowercase();
+    apply(&client, &template_resource(), &t).await;
+    let st = wait_object(&client, &template_resource(), &lower, "error status", |o| {
+        state(o) == "error"
+    })
+    .await;
+    let msg = vapgen_status(&st)["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(msg.contains("rejected"), "{msg}");
+    let audit = vapgen_tests::audit_log().expect("the test control plane writes an audit log");
+    let vap = policy_name(&kind);
+    let vap_writes = || {
+        vapgen_tests::read_audit_events(&audit)
+            .expect("audit log")
+            .into_iter()
+            .filter(|e| e.stage == "ResponseComplete" && !e.is_dry_run())
+            .filter(|e| matches!(e.verb.as_str(), "create" | "update" | "patch"))
+            .filter(|e| e.resource() == "validatingadmissionpolicies" && e.name() == vap)
+            .count()
+    };
+    let before = vap_writes();
+    assert!(before >= 1, "the VAP was attempted");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = vap_writes() - before;
+    assert!(
+        during <= 1,
+        "{during} VAP writes in 8 s for a template the API server keeps rejecting"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let evs = events
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("events");
+    assert!(
+        evs.items
+            .iter()
+            .any(
+                |e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(lower.as_str())
+                    && e.reason.as_deref() == Some("VAPGenerationFailed")
+            ),
+        "a Warning Event on the template"
+    );
+    // A change of the template is an input change: it is tried again (and now succeeds).
+    apply(&client, &template_resource(), &template(&kind, json!({}))).await;
+    wait_object(&client, &template_resource(), &lower, "generated", |o| {
+        state(o) == "generated"
+    })
+    .await;
+    cleanup_template(&client, &kind).await;
 }
 
 /// 39, 40, 41: Deny with Warn, scoped without a list, and a constraint whose kind has no

@@ -364,6 +364,9 @@ pub struct KubeCluster {
     leader: Arc<Leader>,
     recorder: Recorder,
     canary_namespace: Option<String>,
+    /// Kinds whose canary policy and binding this replica has created (so a probe every
+    /// `probe_interval` does not send the same creates again, each answered 409).
+    canaries: Mutex<std::collections::HashSet<String>>,
 }
 
 impl KubeCluster {
@@ -389,6 +392,7 @@ impl KubeCluster {
             leader,
             recorder,
             canary_namespace,
+            canaries: Mutex::default(),
         }
     }
 
@@ -551,6 +555,10 @@ impl Cluster for KubeCluster {
         if self.canary_namespace.is_some() && self.leader.ensure().await {
             super::readiness::remove_canary(&self.client, kind).await;
         }
+        self.canaries
+            .lock()
+            .expect("canaries lock")
+            .remove(&kind.to_ascii_lowercase());
     }
 
     async fn probe_kind(&self, crd: &CrdInfo) -> Probe {
@@ -559,6 +567,7 @@ impl Cluster for KubeCluster {
             crd,
             self.canary_namespace.as_deref(),
             &self.leader,
+            &self.canaries,
         )
         .await
     }
@@ -671,8 +680,7 @@ impl KubeCluster {
             uid: (!uid.is_empty()).then(|| uid.to_string()),
             ..Default::default()
         };
-        let mut note = message.to_string();
-        note.truncate(1000);
+        let note = event_note(message);
         let ev = Event {
             type_: if warning {
                 EventType::Warning
@@ -688,6 +696,19 @@ impl KubeCluster {
             tracing::debug!(error = %e, "cannot publish event");
         }
     }
+}
+
+/// The longest Event note the API server accepts is 1 kB; notes carry user text (template
+/// and constraint messages), so they are cut at a character boundary at or below it.
+pub(crate) const EVENT_NOTE_MAX: usize = 1000;
+
+/// `message` cut to at most [`EVENT_NOTE_MAX`] bytes without splitting a character.
+pub(crate) fn event_note(message: &str) -> String {
+    let mut end = message.len().min(EVENT_NOTE_MAX);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
 }
 
 /// Creates an object unless it exists (used for the canary objects).

@@ -15,8 +15,17 @@
 //! worker that takes a key the moment the lease is won would act on decisions of an earlier
 //! term, which another leader may have undone since (a binding created for a VAP that no
 //! longer exists).
+//!
+//! Lapses: the lease can expire while the lease manager still says "leader" — a renewal
+//! slower than the rest of the lease on a loaded API server. The fence then finds the Lease
+//! expired (or held by another replica) and refuses writes; the replica counts as **lapsed**:
+//! workers stop reconciling, and once the fence finds the Lease held by this replica again
+//! ([`Leader::end_lapse`], polled by housekeeping), a new term begins exactly as for a new
+//! leader (records reset, everything requeued) before the first write. A lease read that
+//! merely fails refuses the write (its key is retried) without ending the term.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -34,6 +43,8 @@ pub struct Leader {
     term: Option<Mutex<watch::Receiver<bool>>>,
     lease: Option<(Api<Lease>, String)>,
     verified_at: Mutex<Option<Instant>>,
+    /// The fence found the Lease expired or held by another replica during this term.
+    lapsed: AtomicBool,
 }
 
 impl Leader {
@@ -45,6 +56,7 @@ impl Leader {
             term: None,
             lease: None,
             verified_at: Mutex::new(None),
+            lapsed: AtomicBool::new(false),
         }
     }
 
@@ -62,6 +74,7 @@ impl Leader {
             rx: Some(rx),
             lease: Some((Api::namespaced(client, namespace), name.into())),
             verified_at: Mutex::new(None),
+            lapsed: AtomicBool::new(false),
         }
     }
 
@@ -91,6 +104,7 @@ impl Leader {
         let now = *rx.borrow_and_update();
         if now {
             begin_term();
+            self.lapsed.store(false, Ordering::SeqCst);
         }
         now
     }
@@ -102,7 +116,32 @@ impl Leader {
             return true;
         };
         let rx = term.lock().expect("leader lock");
-        *rx.borrow() && matches!(rx.has_changed(), Ok(false))
+        *rx.borrow() && matches!(rx.has_changed(), Ok(false)) && !self.is_lapsed()
+    }
+
+    /// Whether the fence found the lease lapsed during this term (see the module doc).
+    pub fn is_lapsed(&self) -> bool {
+        self.lapsed.load(Ordering::SeqCst)
+    }
+
+    /// After a lapse: if the Lease is held by this replica again, runs `begin_term` (a new
+    /// term, as for a new leader) and ends the lapse. Returns whether it did.
+    pub async fn end_lapse(&self, begin_term: impl FnOnce()) -> bool {
+        if !self.is_lapsed() || !self.is_leader() {
+            return false;
+        }
+        let Some((api, name)) = &self.lease else {
+            return false;
+        };
+        match api.get(name).await {
+            Ok(l) if holds(&l, &self.identity) => {
+                begin_term();
+                *self.verified_at.lock().expect("leader lock") = Some(Instant::now());
+                self.lapsed.store(false, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether this replica may write now, verified against the API server (see the module doc).
@@ -122,7 +161,17 @@ impl Leader {
             return true;
         }
         let ok = match api.get(name).await {
-            Ok(l) => holds(&l, &self.identity),
+            Ok(l) => {
+                let ok = holds(&l, &self.identity);
+                if !ok && !self.lapsed.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        identity = %self.identity,
+                        holder = ?l.spec.as_ref().and_then(|s| s.holder_identity.clone()),
+                        "the lease has lapsed (expired or held by another replica) although the lease manager still reports leadership; writes stop until this replica holds it again, then every decision is re-derived"
+                    );
+                }
+                ok
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot verify the lease; not writing");
                 false

@@ -47,6 +47,7 @@ pub struct Metrics {
     module: Family<ModuleLabels, Gauge>,
     module_rejected: Family<ShaLabels, Gauge>,
     module_swaps: Family<ResultLabels, Counter>,
+    panics: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,7 +72,7 @@ impl Default for Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconciles by key type (template, constraint) and result (ok, error)",
+            "Reconciles by key type (template, constraint) and result (ok, error, fenced, panic)",
             reconciles.clone(),
         );
         let decisions = Family::<StateLabels, Gauge>::default();
@@ -106,6 +107,12 @@ impl Default for Metrics {
             "Hot-swap attempts by result (swapped, rejected)",
             module_swaps.clone(),
         );
+        let panics = Counter::default();
+        registry.register(
+            "reconcile_panics",
+            "Reconciles that panicked (each is retried with backoff)",
+            panics.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             writes,
@@ -116,6 +123,7 @@ impl Default for Metrics {
             module,
             module_rejected,
             module_swaps,
+            panics,
         }
     }
 }
@@ -130,13 +138,20 @@ impl Metrics {
     }
 
     /// Counts a reconcile.
-    pub fn reconcile(&self, key: &str, ok: bool) {
+    /// `result`: ok, error (failed, or ended in an error state), fenced (a write refused by
+    /// the lease fence; retried), panic.
+    pub fn reconcile(&self, key: &str, result: &str) {
         self.reconciles
             .get_or_create(&ReconcileLabels {
                 key: key.into(),
-                result: if ok { "ok" } else { "error" }.into(),
+                result: result.into(),
             })
             .inc();
+    }
+
+    /// Counts a reconcile that panicked (it is retried with backoff).
+    pub fn panic(&self) {
+        self.panics.inc();
     }
 
     /// Sets the decision gauges from the record's counts.

@@ -22,9 +22,9 @@ pub mod queue;
 pub mod readiness;
 pub mod reconcile;
 pub mod record;
+pub mod worker;
 pub mod world;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -218,7 +218,7 @@ pub async fn start(
         )));
     }
     tasks.push(tokio::spawn(housekeeping(handles.clone(), cfg.resync)));
-    let backoff: Arc<Mutex<HashMap<Key, u32>>> = Arc::default();
+    let backoff: Arc<Mutex<worker::Backoff>> = Arc::default();
     for _ in 0..cfg.workers.max(1) {
         tasks.push(tokio::spawn(worker(
             ctx.clone(),
@@ -359,6 +359,16 @@ async fn housekeeping(h: Handles, resync: Duration) {
         let counts = h.records.lock().expect("records").counts();
         h.metrics.decisions(&counts);
         h.metrics.queue_depth(h.queue.len());
+        if h.leader.is_lapsed()
+            && h.leader
+                .end_lapse(|| begin_term(&h.records, &h.world, &h.queue))
+                .await
+        {
+            tracing::info!(
+                identity = h.leader.identity(),
+                "holding the lease again after a lapse; new term, re-deriving every decision"
+            );
+        }
         if last_resync.elapsed() >= resync {
             last_resync = tokio::time::Instant::now();
             if h.leader.is_leader() {
@@ -372,7 +382,7 @@ async fn worker(
     ctx: Arc<Ctx<KubeCluster>>,
     leader: Arc<Leader>,
     metrics: Arc<Metrics>,
-    backoff: Arc<Mutex<HashMap<Key, u32>>>,
+    backoff: Arc<Mutex<worker::Backoff>>,
 ) {
     while let Some(key) = ctx.queue.next().await {
         if !leader.may_reconcile() {
@@ -381,37 +391,33 @@ async fn worker(
             ctx.queue.done(&key);
             continue;
         }
-        let result = match &key {
-            Key::Template(name) => reconcile::reconcile_template(&ctx, name).await,
-            Key::Constraint { kind, name } => {
-                reconcile::reconcile_constraint(&ctx, kind, name).await
-            }
-        };
+        let span = tracing::info_span!("reconcile", %key);
+        let outcome =
+            tracing::Instrument::instrument(worker::reconcile_key(&ctx, &key), span).await;
+        // Always, whatever the outcome (a panic included): a key left "processing" would
+        // freeze its kind.
+        ctx.queue.done(&key);
         let key_type = match &key {
             Key::Template(_) => "template",
             Key::Constraint { .. } => "constraint",
         };
-        ctx.queue.done(&key);
-        match result {
-            Ok(action) => {
-                backoff.lock().expect("backoff").remove(&key);
-                if let Some(d) = action.requeue_after {
-                    ctx.queue.add_after(key.clone(), d);
-                }
-                metrics.reconcile(key_type, true);
+        metrics.reconcile(key_type, outcome.label());
+        let retry = backoff.lock().expect("backoff").after(&key, &outcome);
+        match &outcome {
+            worker::Outcome::Done(_) => {}
+            worker::Outcome::Fenced => {
+                tracing::info!(%key, retry_in = ?retry, "a write was refused by the lease fence; retrying")
             }
-            Err(e) => {
-                let n = {
-                    let mut b = backoff.lock().expect("backoff");
-                    let n = b.entry(key.clone()).or_insert(0);
-                    *n = (*n + 1).min(8);
-                    *n
-                };
-                let delay = Duration::from_millis(250 * (1 << n)).min(Duration::from_secs(60));
-                tracing::warn!(%key, error = %e, retry_in = ?delay, "reconcile failed");
-                metrics.reconcile(key_type, false);
-                ctx.queue.add_after(key.clone(), delay);
+            worker::Outcome::Failed(e) => {
+                tracing::warn!(%key, error = %e, retry_in = ?retry, "reconcile failed")
             }
+            worker::Outcome::Panicked(m) => {
+                metrics.panic();
+                tracing::error!(%key, panic = %m, retry_in = ?retry, "reconcile panicked; retrying with backoff")
+            }
+        }
+        if let Some(d) = retry {
+            ctx.queue.add_after(key, d);
         }
     }
 }

@@ -119,7 +119,15 @@ pub async fn run(
             }
         };
         let sha = hex::encode(Sha256::digest(&bytes));
-        if sha == active || rejected.as_deref() == Some(sha.as_str()) {
+        if sha == active {
+            if let Some(bad) = rejected.take() {
+                // The file is the active (good) module again: nothing is rejected any more.
+                h.metrics.module_rejected(None);
+                tracing::info!(active = %active, rejected = %bad, "module file is the active module again; rejection cleared");
+            }
+            continue;
+        }
+        if rejected.as_deref() == Some(sha.as_str()) {
             continue;
         }
         let (rt, w) = (runtime.clone(), watch.clone());
@@ -214,8 +222,7 @@ impl ModuleEvents {
         let Some((recorder, reference)) = &self.recorder else {
             return;
         };
-        let mut note = note.to_string();
-        note.truncate(1000);
+        let note = super::kube::event_note(note);
         let ev = kube::runtime::events::Event {
             type_: if warning {
                 kube::runtime::events::EventType::Warning

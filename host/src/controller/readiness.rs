@@ -78,6 +78,9 @@ pub fn classify_canary(result: Result<(), (u16, String)>, kind: &str) -> Probe {
         Err((_, msg)) if !msg.contains(&name) => {
             Probe::NotYet(format!("canary request failed: {msg}"))
         }
+        // The plugin resolved the paramKind and looked for the (deliberately absent) param
+        // object: the kind is served for admission.
+        Err((_, msg)) if msg.contains("no params found") => Probe::Ready,
         Err((_, msg)) if msg.contains("not yet synced") || msg.contains("failed to configure") => {
             Probe::NotYet(format!(
                 "the admission plugin does not resolve {kind} yet: {msg}"
@@ -93,6 +96,7 @@ pub async fn probe(
     crd: &CrdInfo,
     canary_namespace: Option<&str>,
     leader: &Leader,
+    created: &std::sync::Mutex<std::collections::HashSet<String>>,
 ) -> Probe {
     let gv = format!("{}/v1beta1", snapshot::CONSTRAINT_GROUP);
     match client.list_api_group_resources(&gv).await {
@@ -106,13 +110,17 @@ pub async fn probe(
     if !leader.ensure().await {
         return Probe::NotYet("not the leader".into());
     }
-    let vaps: Api<DynamicObject> = Api::all_with(client.clone(), &vap_resource());
-    let vapbs: Api<DynamicObject> = Api::all_with(client.clone(), &vapb_resource());
-    if let Err(e) = create_or_keep(&vaps, &canary_policy(&crd.kind)).await {
-        return Probe::NotYet(format!("cannot create the canary policy: {e}"));
-    }
-    if let Err(e) = create_or_keep(&vapbs, &canary_binding(&crd.kind, ns)).await {
-        return Probe::NotYet(format!("cannot create the canary binding: {e}"));
+    let key = crd.kind.to_ascii_lowercase();
+    if !created.lock().expect("canaries lock").contains(&key) {
+        let vaps: Api<DynamicObject> = Api::all_with(client.clone(), &vap_resource());
+        let vapbs: Api<DynamicObject> = Api::all_with(client.clone(), &vapb_resource());
+        if let Err(e) = create_or_keep(&vaps, &canary_policy(&crd.kind)).await {
+            return Probe::NotYet(format!("cannot create the canary policy: {e}"));
+        }
+        if let Err(e) = create_or_keep(&vapbs, &canary_binding(&crd.kind, ns)).await {
+            return Probe::NotYet(format!("cannot create the canary binding: {e}"));
+        }
+        created.lock().expect("canaries lock").insert(key.clone());
     }
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), ns);
@@ -135,6 +143,7 @@ pub async fn probe(
     let probe = classify_canary(answer, &crd.kind);
     if probe == Probe::Ready {
         remove_canary(client, &crd.kind).await;
+        created.lock().expect("canaries lock").remove(&key);
     }
     probe
 }
@@ -163,6 +172,11 @@ mod tests {
             classify_canary(Err((403, lag.into())), k),
             Probe::NotYet(_)
         ));
+        let no_params = "policy 'vapgen-canary-k8sfoo' with binding 'vapgen-canary-k8sfoo' denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction";
+        assert_eq!(
+            classify_canary(Err((403, no_params.into())), k),
+            Probe::Ready
+        );
         assert!(matches!(
             classify_canary(Err((500, "etcd down".into())), k),
             Probe::NotYet(_)

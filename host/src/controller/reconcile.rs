@@ -242,6 +242,10 @@ pub struct Ctx<C: Cluster> {
 pub struct Action {
     /// Reconcile the key again after this delay.
     pub requeue_after: Option<Duration>,
+    /// The object is in an error state that retrying will not change (the API server
+    /// rejected what vapgen must write, or another controller owns it). Status and an Event
+    /// say why; the key runs again on its next input change or on the resync, never hot.
+    pub permanent_error: Option<String>,
 }
 
 impl Action {
@@ -251,6 +255,13 @@ impl Action {
     fn after(d: Duration) -> Self {
         Action {
             requeue_after: Some(d),
+            ..Action::default()
+        }
+    }
+    fn permanent(message: impl Into<String>) -> Self {
+        Action {
+            permanent_error: Some(message.into()),
+            ..Action::default()
         }
     }
 }
@@ -269,9 +280,22 @@ impl<C: Cluster> Ctx<C> {
         self.decider.read().expect("decider lock").clone()
     }
 
+    /// Refuses writes of a reconcile that began in an earlier term ([`super::worker`]).
+    fn term_fence(&self) -> Result<(), ApiError> {
+        let current = self.records.lock().expect("records lock").epoch();
+        if super::worker::in_term(current) {
+            Ok(())
+        } else {
+            Err(ApiError::NotLeader)
+        }
+    }
+
     async fn write_apply(&self, target: Target, obj: &Value) -> Result<Value, ApiError> {
-        let r = self.cluster.apply(target, obj).await;
-        self.observer.write(target, "apply", outcome_label(&r));
+        let r = match self.term_fence() {
+            Ok(()) => self.cluster.apply(target, obj).await,
+            Err(e) => Err(e),
+        };
+        self.observed(target, "apply", snapshot::name_of(obj), &r);
         if let Ok(stored) = &r {
             // Read-your-writes: later reconciles of this kind must see it before the watch does.
             let mut w = self.world.write().expect("world lock");
@@ -288,11 +312,15 @@ impl<C: Cluster> Ctx<C> {
     async fn write_delete(&self, target: Target, live: &Value) -> Result<(), ApiError> {
         let name = snapshot::name_of(live).to_string();
         let (uid, rv) = identity(live);
-        let r = match self.cluster.delete(target, &name, &uid, &rv).await {
+        let r = match self.term_fence() {
+            Ok(()) => self.cluster.delete(target, &name, &uid, &rv).await,
+            Err(e) => Err(e),
+        };
+        let r = match r {
             Err(ApiError::NotFound) => Ok(()),
             other => other,
         };
-        self.observer.write(target, "delete", outcome_label(&r));
+        self.observed(target, "delete", &name, &r);
         if r.is_ok() {
             let mut w = self.world.write().expect("world lock");
             match target {
@@ -309,21 +337,40 @@ impl<C: Cluster> Ctx<C> {
         if live.pointer("/status/vapgen") == Some(&without_nulls(&status)) {
             return;
         }
-        let r = self.cluster.patch_status(target, &status).await;
-        let outcome = outcome_label(&r);
-        self.observer.write(
+        let r = match self.term_fence() {
+            Ok(()) => self.cluster.patch_status(target, &status).await,
+            Err(e) => Err(e),
+        };
+        let object = match target {
+            StatusTarget::Template(n) => format!("ConstraintTemplate {n}"),
+            StatusTarget::Constraint { kind, name } => format!("{kind} {name}"),
+        };
+        self.observed(
             match target {
                 StatusTarget::Template(_) => Target::Vap,
                 StatusTarget::Constraint { .. } => Target::Vapb,
             },
             "status",
-            outcome,
+            &object,
+            &r,
         );
         if let Err(e) = r {
             if !matches!(e, ApiError::NotLeader) {
-                tracing::warn!(?target, error = %e, "status write failed");
+                tracing::warn!(%object, error = %e, "status write failed");
             }
             return;
+        }
+        // Error states entered and left, once each (the status write happens only on change).
+        let state = status.get("state").and_then(Value::as_str).unwrap_or("");
+        let was = live
+            .pointer("/status/vapgen/state")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let message = status.get("message").and_then(Value::as_str).unwrap_or("");
+        if state == "error" {
+            tracing::warn!(%object, %message, "error: {}", remedy(message));
+        } else if was == "error" {
+            tracing::info!(%object, %state, "error resolved");
         }
         // Events accompany state changes, so they are not repeated on every reconcile.
         let (uid, _) = identity(live);
@@ -333,6 +380,28 @@ impl<C: Cluster> Ctx<C> {
                 self.cluster
                     .event(target, &uid, true, "VAPGenerationFailed", msg)
                     .await;
+            }
+        }
+    }
+
+    /// Counts and logs (at debug) one write; a write refused by the lease fence marks the
+    /// running reconcile as fenced, so its key runs again ([`super::worker`]).
+    fn observed<T>(&self, target: Target, verb: &str, name: &str, r: &Result<T, ApiError>) {
+        let outcome = outcome_label(r);
+        self.observer.write(target, verb, outcome);
+        match r {
+            Ok(_) => tracing::debug!(verb, target = target.as_str(), name, "write ok"),
+            Err(ApiError::NotLeader) => {
+                super::worker::note_fenced();
+                tracing::debug!(
+                    verb,
+                    target = target.as_str(),
+                    name,
+                    "write refused by the lease fence; the key will run again"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(verb, target = target.as_str(), name, error = %e, "write failed")
             }
         }
     }
@@ -383,6 +452,17 @@ fn without_nulls(v: &Value) -> Value {
         ),
         Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
         other => other.clone(),
+    }
+}
+
+/// What a person can do about an error state, from the API server's or module's message.
+fn remedy(message: &str) -> &'static str {
+    if message.contains("rejected") {
+        "the API server refused the generated object; fix the template or constraint (the message says what the API server said) — vapgen retries on the next change or resync"
+    } else if message.contains("controlled by") {
+        "another controller owns the object; delete it or let vapgen own it"
+    } else {
+        "see the message; vapgen retries on the next change of the object"
     }
 }
 
@@ -441,8 +521,11 @@ pub async fn reconcile_template<C: Cluster>(
         template_json: Some(json),
         kind: plan.kind.clone(),
     };
+    // Only a template without errors gets a CRD (an invalid one, e.g. a name that is not
+    // its kind's, would leave a CRD nothing deletes).
     if ctx.config.manage_crds
         && !plan.kind.is_empty()
+        && !matches!(plan.decision, TemplateDecision::Error(_))
         && let Err(e) = ensure_crd(ctx, &template, &plan).await
     {
         let status = template_status(&template, "error", &e, &plan.warnings, None);
@@ -584,7 +667,12 @@ async fn generate<C: Cluster>(
         return Err(e);
     }
     let readiness = readiness(ctx, &plan.kind, policy.exists()).await;
-    let waiting = matches!(readiness, Readiness::Waiting(_));
+    // Poll readiness only for a policy that exists: one that failed waits for a change.
+    let waiting = policy.exists() && matches!(readiness, Readiness::Waiting(_));
+    let permanent = match &policy {
+        PolicyState::Failed(m) | PolicyState::Stale(m) => Some(m.clone()),
+        PolicyState::Applied | PolicyState::Absent => None,
+    };
     let (state, message) = match &policy {
         PolicyState::Applied => ("generated", String::new()),
         PolicyState::Stale(m) => (
@@ -610,7 +698,9 @@ async fn generate<C: Cluster>(
     let status = template_status(template, state, &message, &plan.warnings, readiness_note);
     ctx.write_status(&StatusTarget::Template(name.into()), template, status)
         .await;
-    Ok(if waiting {
+    Ok(if let Some(m) = permanent {
+        Action::permanent(m)
+    } else if waiting {
         Action::after(ctx.config.probe_interval)
     } else {
         Action::done()
@@ -630,14 +720,17 @@ async fn readiness<C: Cluster>(ctx: &Ctx<C>, kind: &str, policy_exists: bool) ->
         }
         e.0
     };
-    let crd = ctx
-        .world
-        .read()
-        .expect("world lock")
-        .crds
-        .get(&key)
-        .cloned();
+    let (crd, enforcing) = {
+        let w = ctx.world.read().expect("world lock");
+        (
+            w.crds.get(&key).cloned(),
+            !w.bindings_of_kind(kind).is_empty(),
+        )
+    };
+    // Bindings of the kind exist already (a restart, a new leader): the plugin serves the
+    // kind, so there is nothing to prove and no canary to send.
     let probe = match crd {
+        _ if enforcing => Probe::Ready,
         None => Probe::NotYet(format!(
             "no CustomResourceDefinition serves kind {kind} yet"
         )),
@@ -742,8 +835,11 @@ async fn delete_or_retry<C: Cluster>(
     target: Target,
     live: &Value,
 ) -> Result<(), ReconcileError> {
+    // A delete refused by the fence stops the sequence: the deletes after it (the VAP after
+    // its bindings) must not happen while this one has not (found by the explorer: a lapse
+    // in the middle of a kind's removal let the VAP go before one of its bindings).
     match ctx.write_delete(target, live).await {
-        Ok(()) | Err(ApiError::NotLeader) => Ok(()),
+        Ok(()) => Ok(()),
         Err(e) => Err(ReconcileError(format!(
             "deleting {} {}: {e}",
             target.as_str(),
@@ -879,7 +975,7 @@ async fn ensure_crd<C: Cluster>(
         return Ok(());
     }
     match ctx.write_apply(Target::Crd, &desired).await {
-        Ok(_) | Err(ApiError::NotLeader) => Ok(()),
+        Ok(_) => Ok(()),
         Err(e) => Err(format!(
             "cannot create or update CustomResourceDefinition {name}: {e}"
         )),
@@ -1101,7 +1197,13 @@ pub async fn reconcile_constraint<C: Cluster>(
         constraint_status(state, &message, generation, binding),
     )
     .await;
-    Ok(Action::done())
+    // Every error state here changes only with an input (the constraint, the record of its
+    // kind, which requeues it, or the binding): no timed retry.
+    Ok(if state == "error" {
+        Action::permanent(message)
+    } else {
+        Action::done()
+    })
 }
 
 /// Gatekeeper's strategy ([`Weakened::naive_template_reads`], test-only): the decision

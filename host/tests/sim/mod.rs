@@ -56,10 +56,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vapgen::controller::queue::{Key, Queue};
 use vapgen::controller::reconcile::{
-    self, Action, ApiError, Cluster, Ctx, NoObserver, Probe, ReconcileConfig, ReconcileError,
-    StatusTarget, Target, Weakened,
+    ApiError, Cluster, Ctx, NoObserver, Probe, ReconcileConfig, StatusTarget, Target, Weakened,
 };
 use vapgen::controller::record::{Decision, Lookup, Records};
+use vapgen::controller::worker;
 use vapgen::controller::world::{self, CrdInfo, World, controller_of, watches};
 use vapgen::model::{
     BindingOutcome, Constraint, KindPlan, PolicyOutcome, Settings, TemplateDecision,
@@ -340,6 +340,12 @@ pub struct Api {
     pub vapbs: BTreeMap<String, Value>,
     /// The instance id holding the lease (`None`: free).
     pub holder: Option<usize>,
+    /// The replica whose lease lapsed (a renewal slower than the lease) and whose late
+    /// renewal has not landed yet (`UserAct::Lapse`, `Act::Regain`).
+    pub lapsed: Option<usize>,
+    /// Controller writes (applies) so far, and the one that panics (`Scenario::panic_at_write`).
+    applies: usize,
+    panic_at_write: Option<usize>,
     outbox: Vec<Ev>,
     /// Violations found at write time.
     pub violations: Vec<Violation>,
@@ -505,6 +511,14 @@ impl Api {
         writer: &Records,
     ) -> Result<Value, ApiError> {
         self.fenced(by)?;
+        self.applies += 1;
+        if self.panic_at_write == Some(self.applies) {
+            self.panic_at_write = None;
+            let n = self.applies;
+            self.log(|| format!("#{by}: injected panic in apply number {n}"));
+            // Unlock before unwinding: the panic is the reconcile's, not the API server's.
+            return Err(ApiError::Other(INJECTED_PANIC.into()));
+        }
         let res = match target {
             Target::Vap => Res::Vaps,
             Target::Vapb => Res::Vapbs,
@@ -715,14 +729,24 @@ pub struct SimCluster {
     probe_not_ready: u32,
 }
 
+/// The message by which the simulated API server asks its caller to panic (the panic
+/// happens in the reconcile's task, outside the API server's lock).
+const INJECTED_PANIC: &str = "injected panic (test hook)";
+
 impl Cluster for SimCluster {
     async fn apply(&self, target: Target, obj: &Value) -> Result<Value, ApiError> {
         YieldOnce::default().await;
-        let records = self.records.lock().expect("records");
-        self.api
-            .lock()
-            .expect("api")
-            .apply(self.me, target, obj, &records)
+        let r = {
+            let records = self.records.lock().expect("records");
+            self.api
+                .lock()
+                .expect("api")
+                .apply(self.me, target, obj, &records)
+        };
+        if matches!(&r, Err(ApiError::Other(m)) if m == INJECTED_PANIC) {
+            panic!("{INJECTED_PANIC}");
+        }
+        r
     }
 
     async fn get(&self, target: Target, name: &str) -> Result<Option<Value>, ApiError> {
@@ -797,7 +821,7 @@ impl Cluster for SimCluster {
 
 // === replicas ===
 
-type ReconcileFuture = Pin<Box<dyn Future<Output = Result<Action, ReconcileError>>>>;
+type ReconcileFuture = Pin<Box<dyn Future<Output = worker::Outcome>>>;
 
 struct Task {
     key: Key,
@@ -824,6 +848,11 @@ pub struct Instance {
     pending: BTreeMap<Res, VecDeque<Ev>>,
     tasks: Vec<Task>,
     delayed: Vec<Key>,
+    /// The worker's per-key backoff (the library's own; delays are the scheduler's choice).
+    backoff: worker::Backoff,
+    /// As `Leader::is_lapsed`: a write was refused by the fence while the channel said
+    /// "leader"; no reconciles until the lease is held again and a new term has begun.
+    lapsed: bool,
 }
 
 impl Instance {
@@ -864,6 +893,8 @@ impl Instance {
             pending: BTreeMap::new(),
             tasks: Vec::new(),
             delayed: Vec::new(),
+            backoff: worker::Backoff::default(),
+            lapsed: false,
         }
     }
 
@@ -961,7 +992,7 @@ impl Instance {
     /// As `Leader::may_reconcile`: the lease is held (as far as the channel says) and the
     /// leadership loop has taken in every value sent, so the current term has begun.
     pub fn may_reconcile(&self) -> bool {
-        self.chan && self.sends == self.seen
+        self.chan && self.sends == self.seen && !self.lapsed
     }
 
     /// The lease manager publishes a value (only changes are sent).
@@ -977,6 +1008,7 @@ impl Instance {
             || !self.delayed.is_empty()
             || !self.ctx.queue.is_empty()
             || self.sends != self.seen
+            || (self.lapsed && self.chan)
             || self.pending.values().any(|q| !q.is_empty())
     }
 }
@@ -1029,6 +1061,10 @@ pub enum UserAct {
     /// The leader is paused past its lease and another replica takes over (it learns of
     /// the loss only later: a `Notice` step).
     LeaderChange,
+    /// The leader's renewal is slower than its lease: the Lease expires while its manager
+    /// still says "leader"; the late renewal lands later (`Regain`) unless another replica
+    /// takes the lease first.
+    Lapse,
 }
 
 impl std::fmt::Display for UserAct {
@@ -1053,6 +1089,7 @@ impl std::fmt::Display for UserAct {
             }
             UserAct::Restart { slot } => write!(f, "restart replica {slot}"),
             UserAct::LeaderChange => write!(f, "leader paused past its lease; take-over"),
+            UserAct::Lapse => write!(f, "the leader's lease lapses (slow renewal)"),
         }
     }
 }
@@ -1130,6 +1167,9 @@ pub struct Scenario {
     pub script: Vec<UserAct>,
     /// Steps after which the rest runs in the default order.
     pub max_steps: usize,
+    /// The n-th controller apply (counted from the start of the explored part) panics in
+    /// the reconcile that makes it (a bug in a reconciler, contained by the worker).
+    pub panic_at_write: Option<usize>,
 }
 
 impl Scenario {
@@ -1147,6 +1187,7 @@ impl Scenario {
             initial: Vec::new(),
             script: Vec::new(),
             max_steps: 400,
+            panic_at_write: None,
         }
     }
 }
@@ -1164,6 +1205,8 @@ enum Act {
     Fire(usize, usize),
     Acquire(usize),
     Notice(usize),
+    Regain(usize),
+    EndLapse(usize),
 }
 
 /// A running simulation.
@@ -1229,7 +1272,12 @@ impl Sim {
         sim.log(|| "--- warm-up (default order, not explored) ---".into());
         sim.drain();
         sim.log(|| "--- explored part ---".into());
-        sim.api.lock().expect("api").writes.clear();
+        {
+            let mut api = sim.api.lock().expect("api");
+            api.writes.clear();
+            api.applies = 0;
+            api.panic_at_write = scn.panic_at_write;
+        }
         sim
     }
 
@@ -1298,7 +1346,18 @@ impl Sim {
                 acts.push(Act::Leadership(i));
             }
         }
-        let holder = self.api.lock().expect("api").holder;
+        let (holder, lapsed) = {
+            let api = self.api.lock().expect("api");
+            (api.holder, api.lapsed)
+        };
+        for (i, inst) in self.instances.iter().enumerate() {
+            if holder.is_none() && lapsed == Some(inst.id) && inst.chan {
+                acts.push(Act::Regain(i));
+            }
+            if inst.lapsed && inst.chan && holder == Some(inst.id) {
+                acts.push(Act::EndLapse(i));
+            }
+        }
         for (i, inst) in self.instances.iter().enumerate() {
             if inst.chan && holder != Some(inst.id) {
                 acts.push(Act::Notice(i));
@@ -1379,6 +1438,7 @@ impl Sim {
                         &inst.ctx.world,
                         &inst.ctx.queue,
                     );
+                    inst.lapsed = false;
                 }
                 inst.was = now;
                 self.log(|| {
@@ -1405,14 +1465,9 @@ impl Sim {
                 let ctx = inst.ctx.clone();
                 self.log(|| format!("#{id} starts {key}"));
                 let inst = &mut self.instances[i];
-                let fut: ReconcileFuture = match key.clone() {
-                    Key::Template(name) => {
-                        Box::pin(async move { reconcile::reconcile_template(&ctx, &name).await })
-                    }
-                    Key::Constraint { kind, name } => Box::pin(async move {
-                        reconcile::reconcile_constraint(&ctx, &kind, &name).await
-                    }),
-                };
+                let k = key.clone();
+                let fut: ReconcileFuture =
+                    Box::pin(async move { worker::reconcile_key(&ctx, &k).await });
                 inst.tasks.push(Task { key, fut });
                 let t = inst.tasks.len() - 1;
                 self.advance(i, t);
@@ -1429,8 +1484,32 @@ impl Sim {
                 let inst = &mut self.instances[i];
                 inst.send(true);
                 let id = inst.id;
-                self.api.lock().expect("api").holder = Some(id);
+                {
+                    let mut api = self.api.lock().expect("api");
+                    api.holder = Some(id);
+                    api.lapsed = None;
+                }
                 self.log(|| format!("#{id} acquires the free lease"));
+            }
+            Act::Regain(i) => {
+                // The late renewal lands: the same replica holds the lease again, and its
+                // manager never said `false`.
+                let id = self.instances[i].id;
+                {
+                    let mut api = self.api.lock().expect("api");
+                    api.holder = Some(id);
+                    api.lapsed = None;
+                }
+                self.log(|| format!("#{id} renews its lapsed lease"));
+            }
+            Act::EndLapse(i) => {
+                // As `Leader::end_lapse`, polled by housekeeping: a replica that saw the lapse
+                // and holds the lease again begins a new term before it reconciles again.
+                let inst = &mut self.instances[i];
+                vapgen::controller::begin_term(&inst.ctx.records, &inst.ctx.world, &inst.ctx.queue);
+                inst.lapsed = false;
+                let id = inst.id;
+                self.log(|| format!("#{id} holds the lease again after a lapse: new term, records reset, requeue everything"));
             }
             Act::Notice(i) => {
                 let inst = &mut self.instances[i];
@@ -1451,19 +1530,23 @@ impl Sim {
             return;
         };
         let task = inst.tasks.remove(t);
-        // Copied from the worker loop: done, then requeue on `requeue_after` or error.
+        // As the worker loop: done whatever the outcome, then the library's retry step.
         inst.ctx.queue.done(&task.key);
         let mut unexpected = None;
+        if inst.backoff.after(&task.key, &result).is_some() {
+            inst.delayed.push(task.key.clone());
+        }
         match &result {
-            Ok(a) if a.requeue_after.is_some() => inst.delayed.push(task.key.clone()),
-            Ok(_) => {}
-            Err(e) => {
+            worker::Outcome::Failed(e) if !e.0.contains("conflict") => {
                 // Conflicts of preconditioned deletes are expected (stale caches).
-                if !e.0.contains("conflict") {
-                    unexpected = Some(format!("{}: {}", task.key, e.0));
-                }
-                inst.delayed.push(task.key.clone());
+                unexpected = Some(format!("{}: {}", task.key, e.0));
             }
+            worker::Outcome::Fenced if inst.chan => {
+                // As `Leader::ensure`: the fence found the lease not held while the channel
+                // said "leader".
+                inst.lapsed = true;
+            }
+            _ => {}
         }
         let key = task.key;
         self.log(|| format!("#{id} finishes {key}: {result:?}"));
@@ -1531,6 +1614,12 @@ impl Sim {
                 drop(api);
                 self.log(|| format!("replica {slot}: #{old} killed, #{new} starts"));
                 self.instances[slot] = fresh;
+            }
+            UserAct::Lapse => {
+                let mut api = self.api.lock().expect("api");
+                if let Some(h) = api.holder.take() {
+                    api.lapsed = Some(h);
+                }
             }
             UserAct::LeaderChange => {
                 if self.instances.len() < 2 {
