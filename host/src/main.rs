@@ -77,6 +77,11 @@ struct RunArgs {
     /// Namespace of the Lease and of the readiness canary request.
     #[arg(long, env = "POD_NAMESPACE", default_value = "vapgen-system")]
     lease_namespace: String,
+    /// Namespace that no generated policy applies to (repeatable; Gatekeeper's flag name).
+    /// vapgen's own namespace (--lease-namespace) is always exempt, so that its Lease
+    /// renewals, canary requests and Events never depend on the policies it generates.
+    #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
+    exempt_namespace: Vec<String>,
     /// Lease duration in seconds: how long a dead leader blocks a take-over.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -196,6 +201,9 @@ fn run(args: RunArgs) -> ExitCode {
             manage_crds: args.manage_crds,
             wait_bound: std::time::Duration::from_secs(args.default_wait_for_vapb_generation),
             probe_interval: std::time::Duration::from_millis(500),
+            exempt_namespaces: std::iter::once(args.lease_namespace.clone())
+                .chain(args.exempt_namespace.iter().cloned())
+                .collect(),
             ..Default::default()
         },
         leader_elect: args.leader_elect,

@@ -125,6 +125,48 @@ pub fn policy_object(json: &str, name: &str) -> Result<Value, String> {
     Ok(v)
 }
 
+/// Exempts `namespaces` from a generated policy (`--exempt-namespace`): a
+/// `kubernetes.io/metadata.name NotIn [...]` expression in `spec.matchConstraints`'s
+/// namespaceSelector, next to whatever selector the module set. The API server checks it
+/// once per policy, before any binding, so requests in those namespaces never reach a
+/// binding: vapgen's own Lease renewals, canary requests and Events stay fast and can never
+/// be denied by a policy vapgen generated (Gatekeeper #4530). Cluster-scoped objects are not
+/// affected (a namespaceSelector does not apply to them), and a Namespace object is matched
+/// by its own name.
+pub fn exempt_namespaces(policy: &mut Value, namespaces: &[String]) {
+    if namespaces.is_empty() {
+        return;
+    }
+    let Some(spec) = policy.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mc = spec
+        .entry("matchConstraints")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(mc) = mc.as_object_mut() else {
+        return;
+    };
+    let sel = mc
+        .entry("namespaceSelector")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(sel) = sel.as_object_mut() else {
+        return;
+    };
+    let exprs = sel
+        .entry("matchExpressions")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(a) = exprs.as_array_mut() {
+        let mut values: Vec<String> = namespaces.to_vec();
+        values.sort();
+        values.dedup();
+        a.push(serde_json::json!({
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": values,
+        }));
+    }
+}
+
 /// Serialises objects as a multi-document YAML stream that `kubectl apply -f -` accepts.
 pub fn to_yaml_stream(objects: &[Value]) -> String {
     let mut out = String::new();
@@ -139,6 +181,32 @@ pub fn to_yaml_stream(objects: &[Value]) -> String {
 mod tests {
     use super::*;
     use vapgen_guest::model::ValidationAction;
+
+    #[test]
+    fn exempt_namespaces_are_added_next_to_the_modules_selector() {
+        let mut p = serde_json::json!({"spec": {"matchConstraints": {
+            "namespaceSelector": {"matchExpressions": [{"key": "admission.gatekeeper.sh/ignore", "operator": "DoesNotExist"}]},
+            "resourceRules": []
+        }}});
+        exempt_namespaces(&mut p, &["vapgen-system".into(), "b".into(), "b".into()]);
+        assert_eq!(
+            p.pointer("/spec/matchConstraints/namespaceSelector/matchExpressions")
+                .unwrap(),
+            &serde_json::json!([
+                {"key": "admission.gatekeeper.sh/ignore", "operator": "DoesNotExist"},
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["b", "vapgen-system"]}
+            ])
+        );
+        let mut bare = serde_json::json!({"spec": {}});
+        exempt_namespaces(&mut bare, &["ns".into()]);
+        assert_eq!(
+            bare.pointer("/spec/matchConstraints/namespaceSelector/matchExpressions/0/values/0"),
+            Some(&serde_json::json!("ns"))
+        );
+        let mut none = serde_json::json!({"spec": {}});
+        exempt_namespaces(&mut none, &[]);
+        assert_eq!(none, serde_json::json!({"spec": {}}));
+    }
 
     fn spec() -> BindingSpec {
         BindingSpec {

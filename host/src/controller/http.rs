@@ -13,7 +13,7 @@ use super::Handles;
 pub async fn serve(listener: tokio::net::TcpListener, h: Handles) {
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/debug/records", get(records))
         .with_state(h);
@@ -30,6 +30,19 @@ async fn metrics(State(h): State<Handles>) -> impl IntoResponse {
         )],
         h.metrics.encode(),
     )
+}
+
+/// How long one reconcile may run before `/healthz` calls the process wedged.
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Healthy while every supervised task (watches, workers, leadership, housekeeping) runs and
+/// no reconcile has been running for [`STUCK_AFTER`]; otherwise 500 with what is wrong, so
+/// that the kubelet restarts the pod.
+async fn healthz(State(h): State<Handles>) -> impl IntoResponse {
+    match super::health_problem(&h) {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(p) => (StatusCode::INTERNAL_SERVER_ERROR, p),
+    }
 }
 
 /// Ready once the shared caches have listed everything (a follower is ready too: it can

@@ -86,6 +86,47 @@ pub struct Handles {
     pub queue: Queue,
     /// The module in use.
     pub decider: Arc<RwLock<Arc<dyn Decide>>>,
+    /// Names of supervised tasks that ended (they never should while the controller runs).
+    pub dead_tasks: Arc<Mutex<Vec<String>>>,
+}
+
+/// What makes `/healthz` fail, if anything: a supervised task that ended, or a reconcile
+/// running for longer than [`http::STUCK_AFTER`].
+pub fn health_problem(h: &Handles) -> Option<String> {
+    let dead = h.dead_tasks.lock().expect("dead tasks").clone();
+    if !dead.is_empty() {
+        return Some(format!("tasks ended: {}", dead.join(", ")));
+    }
+    match h.queue.longest_running() {
+        Some((key, d)) if d >= http::STUCK_AFTER => Some(format!(
+            "reconcile of {key} has been running for {} s",
+            d.as_secs()
+        )),
+        _ => None,
+    }
+}
+
+/// Spawns `fut` so that its end (a return or a panic) is recorded in `dead` and logged,
+/// unless the controller is stopping (`queue` closed).
+fn supervise(
+    dead: &Arc<Mutex<Vec<String>>>,
+    queue: &Queue,
+    name: &str,
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use futures::FutureExt;
+    let (dead, name, queue) = (dead.clone(), name.to_string(), queue.clone());
+    tokio::spawn(async move {
+        let r = std::panic::AssertUnwindSafe(fut).catch_unwind().await;
+        if queue.is_closed() {
+            return;
+        }
+        match r {
+            Ok(()) => tracing::error!(task = %name, "task ended; /healthz fails"),
+            Err(_) => tracing::error!(task = %name, "task panicked; /healthz fails"),
+        }
+        dead.lock().expect("dead tasks").push(name);
+    })
 }
 
 /// A started controller: its handles, and the tasks to stop.
@@ -190,6 +231,7 @@ pub async fn start(
         leader: leader.clone(),
         queue: queue.clone(),
         decider,
+        dead_tasks: Arc::default(),
     };
 
     let mut tasks = Vec::new();
@@ -201,7 +243,13 @@ pub async fn start(
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /debug/records");
         tasks.push(tokio::spawn(async move { http::serve(listener, h).await }));
     }
-    tasks.push(tokio::spawn(leadership(handles.clone())));
+    let dead = handles.dead_tasks.clone();
+    tasks.push(supervise(
+        &dead,
+        &queue,
+        "leadership",
+        leadership(handles.clone()),
+    ));
     if let Some(w) = cfg.module_watch.clone() {
         let events = module_watch::ModuleEvents::new(
             client.clone(),
@@ -209,23 +257,32 @@ pub async fn start(
             &cfg.lease_namespace,
             &cfg.lease_name,
         );
-        tasks.push(tokio::spawn(module_watch::run(
-            handles.clone(),
-            wasm_runtime,
-            w,
-            active_sha256,
-            events,
-        )));
+        tasks.push(supervise(
+            &dead,
+            &queue,
+            "module-watch",
+            module_watch::run(handles.clone(), wasm_runtime, w, active_sha256, events),
+        ));
     }
-    tasks.push(tokio::spawn(housekeeping(handles.clone(), cfg.resync)));
+    tasks.push(supervise(
+        &dead,
+        &queue,
+        "housekeeping",
+        housekeeping(handles.clone(), cfg.resync),
+    ));
     let backoff: Arc<Mutex<worker::Backoff>> = Arc::default();
-    for _ in 0..cfg.workers.max(1) {
-        tasks.push(tokio::spawn(worker(
-            ctx.clone(),
-            leader.clone(),
-            metrics.clone(),
-            backoff.clone(),
-        )));
+    for i in 0..cfg.workers.max(1) {
+        tasks.push(supervise(
+            &dead,
+            &queue,
+            &format!("worker-{i}"),
+            worker(
+                ctx.clone(),
+                leader.clone(),
+                metrics.clone(),
+                backoff.clone(),
+            ),
+        ));
     }
     Ok(Controller {
         handles,
@@ -322,7 +379,8 @@ pub(crate) fn requeue_all(h: &Handles) {
 async fn leadership(h: Handles) {
     let Some(mut rx) = h.leader.changes() else {
         h.metrics.leader(true);
-        return;
+        // Always leading: nothing to follow (and a supervised task must not end).
+        return std::future::pending().await;
     };
     let mut was = false;
     loop {

@@ -51,7 +51,8 @@ impl std::fmt::Display for Key {
 struct Inner {
     order: VecDeque<Key>,
     queued: HashSet<Key>,
-    processing: HashSet<Key>,
+    /// Keys being processed, with when they started.
+    processing: std::collections::HashMap<Key, std::time::Instant>,
     /// Partitions with a template key running (exclusive).
     exclusive: BTreeSet<String>,
     /// Partitions with constraint keys running, and how many.
@@ -98,7 +99,8 @@ impl Inner {
             }
             Key::Constraint { .. } => *self.shared.entry(key.partition()).or_insert(0) += 1,
         }
-        self.processing.insert(key.clone());
+        self.processing
+            .insert(key.clone(), std::time::Instant::now());
     }
 }
 
@@ -113,7 +115,7 @@ impl Queue {
     /// Adds a key now.
     pub fn add(&self, key: Key) {
         let mut q = self.inner.lock().expect("queue lock");
-        if q.processing.contains(&key) {
+        if q.processing.contains_key(&key) {
             q.dirty.insert(key);
             return;
         }
@@ -134,6 +136,16 @@ impl Queue {
         });
     }
 
+    /// The key that has been processing longest, and for how long (for `/healthz`: a key
+    /// stuck in a reconcile freezes its kind).
+    pub fn longest_running(&self) -> Option<(Key, Duration)> {
+        let q = self.inner.lock().expect("queue lock");
+        q.processing
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|(k, t)| (k.clone(), t.elapsed()))
+    }
+
     /// Number of keys waiting.
     pub fn len(&self) -> usize {
         self.inner.lock().expect("queue lock").order.len()
@@ -142,6 +154,11 @@ impl Queue {
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether [`Queue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().expect("queue lock").closed
     }
 
     /// Stops handing out keys; `next` returns `None` from now on.
@@ -314,6 +331,17 @@ mod tests {
         assert_eq!(q.try_next(), None);
         q.done(&c("Foo", "a"));
         assert_eq!(q.try_next(), Some(Key::Template("foo".into())));
+    }
+
+    #[tokio::test]
+    async fn the_longest_running_key_is_reported_until_done() {
+        let q = Queue::default();
+        assert_eq!(q.longest_running(), None);
+        q.add(c("Foo", "a"));
+        let k = q.next().await.unwrap();
+        assert_eq!(q.longest_running().map(|(k, _)| k), Some(k.clone()));
+        q.done(&k);
+        assert_eq!(q.longest_running(), None);
     }
 
     #[tokio::test]

@@ -157,6 +157,9 @@ pub struct ReconcileConfig {
     pub wait_bound: Duration,
     /// How often to re-probe a kind that is not ready.
     pub probe_interval: Duration,
+    /// Namespaces no generated policy applies to (`--exempt-namespace`; `vapgen run` always
+    /// includes its own namespace). See [`render::exempt_namespaces`].
+    pub exempt_namespaces: Vec<String>,
     /// Test-only: parts of the race fix to switch off, so that the schedule-exploration tests
     /// can show they find the races the fix closes. Nothing is weakened by default.
     #[doc(hidden)]
@@ -197,6 +200,7 @@ impl Default for ReconcileConfig {
             manage_crds: false,
             wait_bound: Duration::from_secs(30),
             probe_interval: Duration::from_millis(500),
+            exempt_namespaces: Vec::new(),
             weakened: Weakened::default(),
         }
     }
@@ -567,6 +571,7 @@ async fn generate<C: Cluster>(
     let desired = match render::policy_object(vap_json, &plan.policy_name) {
         Ok(mut v) => {
             ensure_owner(&mut v, template_owner(template));
+            render::exempt_namespaces(&mut v, &ctx.config.exempt_namespaces);
             v
         }
         Err(e) => {

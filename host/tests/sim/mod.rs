@@ -877,6 +877,7 @@ impl Instance {
                 // Readiness never times out (wall-clock time plays no part in a schedule).
                 wait_bound: Duration::from_secs(86_400),
                 probe_interval: Duration::from_millis(1),
+                exempt_namespaces: Vec::new(),
                 weakened: scn.weakened,
             },
             readiness: Mutex::default(),
