@@ -284,6 +284,25 @@ impl<C: Cluster> Ctx<C> {
         self.decider.read().expect("decider lock").clone()
     }
 
+    /// One call of the decision module, off the async worker threads where it can be: a
+    /// module may run up to its deadline (500 ms by default), which must not stall the
+    /// runtime's other tasks (lease renewals, watches). On a multi-threaded runtime the call
+    /// runs in `block_in_place`; elsewhere (a current-thread runtime, the explorer's own
+    /// scheduler) it runs inline.
+    fn plan_kind(
+        &self,
+        settings: &Settings,
+        template_json: &str,
+        constraints: &[vapgen_guest::model::Constraint],
+    ) -> Result<KindPlan, crate::runtime::CallError> {
+        let d = self.decider();
+        let call = || d.plan_kind(settings, template_json, constraints);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+            _ => call(),
+        }
+    }
+
     /// Refuses writes of a reconcile that began in an earlier term ([`super::worker`]).
     fn term_fence(&self) -> Result<(), ApiError> {
         let current = self.records.lock().expect("records lock").epoch();
@@ -501,7 +520,6 @@ pub async fn reconcile_template<C: Cluster>(
     let essence = template_essence(&template);
     let json = essence.to_string();
     let plan = ctx
-        .decider()
         .plan_kind(&ctx.settings, &json, &[])
         .map_err(|e| ReconcileError(format!("decision module failed for template {name}: {e}")));
     let plan = match plan {
@@ -1061,7 +1079,6 @@ pub async fn reconcile_constraint<C: Cluster>(
     };
     let input = snapshot::extract_constraint(&obj);
     let plan = ctx
-        .decider()
         .plan_kind(&ctx.settings, template_json, std::slice::from_ref(&input))
         .map_err(|e| ReconcileError(format!("decision module failed for {kind}/{name}: {e}")))?;
     let Some(b) = plan.bindings.first() else {
@@ -1236,7 +1253,6 @@ fn record_from_cached_template<C: Cluster>(
     };
     let json = template_essence(&template).to_string();
     let plan = ctx
-        .decider()
         .plan_kind(&ctx.settings, &json, &[])
         .map_err(|e| ReconcileError(format!("decision module failed for kind {kind}: {e}")))?;
     let decision = match (&plan.decision, &plan.policy) {
