@@ -162,8 +162,11 @@ fn init_logging() {
 fn init_logging_with(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a person at a terminal, never in files or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
@@ -269,7 +272,10 @@ async fn client(
             .await
             .context("no cluster configuration found (give --kubeconfig, set KUBECONFIG, or run in a cluster)")?,
     };
-    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+    let url = config.cluster_url.to_string();
+    tracing::info!(server = %url, "using the Kubernetes API server");
+    kube::Client::try_from(config)
+        .with_context(|| format!("cannot build a Kubernetes client for {url}"))
 }
 
 async fn shutdown_signal() {

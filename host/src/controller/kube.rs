@@ -190,14 +190,34 @@ impl Watches {
     }
 
     async fn run(&self, feed: Feed, ar: ApiResource) {
+        use kube::runtime::WatchStreamExt;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        // kube-runtime's default backoff (exponential with jitter, reset on success) instead
+        // of a fixed retry: a missing CRD or an unreachable server is not hammered.
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         let mut buffer: Option<Vec<Value>> = None;
+        // The first error of a run of failures is a warning (with what to do); repeats are
+        // debug until the watch works again.
+        let mut failing = false;
+        let name = feed.sync_name();
+        let to_value = |o: &DynamicObject| match serde_json::to_value(o) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(watch = %name, object = ?o.metadata.name, error = %e, "cannot read a watched object; skipped");
+                None
+            }
+        };
         while let Some(ev) = stream.next().await {
+            if ev.is_ok() && failing {
+                failing = false;
+                tracing::info!(watch = %name, "watch works again");
+            }
             match ev {
                 Ok(watcher::Event::Init) => buffer = Some(Vec::new()),
                 Ok(watcher::Event::InitApply(o)) => {
-                    if let (Some(b), Ok(v)) = (buffer.as_mut(), serde_json::to_value(&o)) {
+                    if let (Some(b), Some(v)) = (buffer.as_mut(), to_value(&o)) {
                         b.push(v);
                     }
                 }
@@ -206,18 +226,21 @@ impl Watches {
                     self.replace(&feed, objs);
                 }
                 Ok(watcher::Event::Apply(o)) => {
-                    if let Ok(v) = serde_json::to_value(&o) {
+                    if let Some(v) = to_value(&o) {
                         self.upsert(&feed, v, false);
                     }
                 }
                 Ok(watcher::Event::Delete(o)) => {
-                    if let Ok(v) = serde_json::to_value(&o) {
+                    if let Some(v) = to_value(&o) {
                         self.upsert(&feed, v, true);
                     }
                 }
+                Err(e) if failing => {
+                    tracing::debug!(watch = %name, error = %e, "watch still failing; retrying with backoff");
+                }
                 Err(e) => {
-                    tracing::warn!(watch = %feed.sync_name(), error = %e, "watch error; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    failing = true;
+                    tracing::warn!(watch = %name, error = %e, "watch failed; retrying with backoff. {}", watch_remedy(&feed, &e));
                 }
             }
         }
@@ -447,6 +470,20 @@ pub fn overlay(live: &mut Value, desired: &Value) {
                     have.insert(k.clone(), v.clone());
                 }
             }
+        }
+    }
+}
+
+/// What to do about a failing watch, for the log line.
+fn watch_remedy(feed: &Feed, e: &watcher::Error) -> &'static str {
+    let missing = matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 404);
+    match feed {
+        Feed::Templates if missing => {
+            "The ConstraintTemplate CRD (templates.gatekeeper.sh) is not installed: install Gatekeeper, or apply deploy/crds/constrainttemplates.yaml for standalone mode"
+        }
+        _ if missing => "The resource is not served (yet): its CRD is missing or not Established",
+        _ => {
+            "Check that the API server is reachable (its URL is in the start-up log line) and that vapgen's RBAC allows list and watch"
         }
     }
 }
