@@ -873,6 +873,61 @@ async fn a_rejected_template_is_not_retried_hot() {
     cleanup_template(&client, &kind).await;
 }
 
+/// A panic inside one reconcile is contained to its key: the worker survives, the key is
+/// retried with backoff and gets its binding, the other constraints of the kind are not held
+/// up, and the panic is counted (before, the worker died before `queue.done` and the kind was
+/// frozen until a restart).
+#[tokio::test]
+async fn a_panicking_reconcile_is_retried_and_the_kind_keeps_working() {
+    let (client, kind, ns) = setup("Panic").await;
+    let h = controller();
+    let panics = || {
+        h.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("vapgen_reconcile_panics_total"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = panics();
+    vapgen::controller::reconcile::test_hooks::panic_once(&kind, "c0");
+    apply(&client, &template_resource(), &template(&kind, json!({}))).await;
+    for i in 0..2 {
+        apply_constraint(
+            &client,
+            &constraint(&kind, &format!("c{i}"), &ns, json!({})),
+        )
+        .await;
+    }
+    for i in 0..2 {
+        wait_object(
+            &client,
+            &constraint_resource(&kind),
+            &format!("c{i}"),
+            "generated after the panic",
+            |o| state(o) == "generated",
+        )
+        .await;
+    }
+    assert!(panics() > before, "the panic was counted");
+    // The kind still works after the panic: a new constraint gets its binding.
+    apply_constraint(&client, &constraint(&kind, "c2", &ns, json!({}))).await;
+    wait_object(
+        &client,
+        &constraint_resource(&kind),
+        "c2",
+        "generated",
+        |o| state(o) == "generated",
+    )
+    .await;
+    assert!(
+        vapgen::controller::health_problem(h).is_none(),
+        "no task died and nothing is stuck"
+    );
+    cleanup_template(&client, &kind).await;
+}
+
 /// 39, 40, 41: Deny with Warn, scoped without a list, and a constraint whose kind has no
 /// template get status errors and no binding.
 #[tokio::test]

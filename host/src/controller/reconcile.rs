@@ -1013,6 +1013,7 @@ pub async fn reconcile_constraint<C: Cluster>(
     kind: &str,
     name: &str,
 ) -> Result<Action, ReconcileError> {
+    test_hooks::maybe_panic(kind, name);
     let (obj, synced) = {
         let w = ctx.world.read().expect("world lock");
         let obj = w
@@ -1333,4 +1334,38 @@ fn constraint_status(state: &str, message: &str, generation: u64, binding: Optio
         "binding": binding,
         "enforcementPointsStatus": points,
     })
+}
+
+/// Test hook: make the next reconcile of one constraint panic, so that cluster tests can
+/// check that a panic is contained to its key (`tests/tests/controller.rs`). Nothing sets it
+/// outside tests; the check is one uncontended lock per constraint reconcile.
+#[doc(hidden)]
+pub mod test_hooks {
+    use std::sync::Mutex;
+
+    static PANIC_ONCE: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+    /// The next reconcile of constraint `kind/name` panics.
+    pub fn panic_once(kind: &str, name: &str) {
+        PANIC_ONCE
+            .lock()
+            .expect("test hook")
+            .push((kind.into(), name.into()));
+    }
+
+    pub(super) fn maybe_panic(kind: &str, name: &str) {
+        let hit = {
+            let mut v = PANIC_ONCE.lock().expect("test hook");
+            match v.iter().position(|(k, n)| k == kind && n == name) {
+                Some(i) => {
+                    v.remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if hit {
+            panic!("test hook: injected panic in the reconcile of {kind}/{name}");
+        }
+    }
 }
