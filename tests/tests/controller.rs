@@ -38,6 +38,38 @@ async fn setup(stem: &str) -> (kube::Client, String, String) {
     (client, unique_kind(stem), ns)
 }
 
+/// Creates constraints `c0`…`c{n-1}` of `kind` (selecting namespace `ns`) and waits until
+/// each says "generated".
+async fn constraints_generated(client: &kube::Client, kind: &str, ns: &str, n: usize) {
+    for i in 0..n {
+        apply_constraint(client, &constraint(kind, &format!("c{i}"), ns, json!({}))).await;
+    }
+    for i in 0..n {
+        wait_object(
+            client,
+            &constraint_resource(kind),
+            &format!("c{i}"),
+            "generated",
+            |o| state(o) == "generated",
+        )
+        .await;
+    }
+}
+
+/// Applies template `t`, waits for its error status and returns the status message.
+async fn template_error(client: &kube::Client, t: &Value) -> String {
+    let name = t["metadata"]["name"].as_str().expect("template name");
+    apply(client, &template_resource(), t).await;
+    let st = wait_object(client, &template_resource(), name, "error status", |o| {
+        state(o) == "error"
+    })
+    .await;
+    vapgen_status(&st)["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
 /// 1, 8, 13 and end-to-end enforcement: a template and a constraint become a VAP and a
 /// binding with Gatekeeper's content, the status says so, and the API server enforces them —
 /// with no "paramKind not yet synced" denial once the binding exists (readiness).
@@ -486,23 +518,7 @@ async fn drift_is_repaired_and_user_labels_are_kept() {
 async fn steady_state_makes_no_writes() {
     let (client, kind, ns) = setup("Steady").await;
     apply(&client, &template_resource(), &template(&kind, json!({}))).await;
-    for i in 0..3 {
-        apply_constraint(
-            &client,
-            &constraint(&kind, &format!("c{i}"), &ns, json!({})),
-        )
-        .await;
-    }
-    for i in 0..3 {
-        wait_object(
-            &client,
-            &constraint_resource(&kind),
-            &format!("c{i}"),
-            "generated",
-            |o| state(o) == "generated",
-        )
-        .await;
-    }
+    constraints_generated(&client, &kind, &ns, 3).await;
     let lower = kind.to_ascii_lowercase();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let audit = vapgen_tests::audit_log().expect("the test control plane writes an audit log");
@@ -735,15 +751,7 @@ async fn bad_templates_get_clear_status_errors() {
         let kind = unique_kind(stem);
         let t = make(&kind);
         let tname = t["metadata"]["name"].as_str().unwrap().to_string();
-        apply(&client, &template_resource(), &t).await;
-        let st = wait_object(&client, &template_resource(), &tname, "error status", |o| {
-            state(o) == "error"
-        })
-        .await;
-        let msg = vapgen_status(&st)["message"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        let msg = template_error(&client, &t).await;
         assert!(
             msg.contains(needle),
             "{stem}: status message {msg:?} should mention {needle:?}"
@@ -761,15 +769,7 @@ async fn bad_templates_get_clear_status_errors() {
     let mut t = template(&wrong, json!({}));
     t["metadata"]["name"] = json!(format!("{}-wrong", wrong.to_ascii_lowercase()));
     let wrong_name = t["metadata"]["name"].as_str().unwrap().to_string();
-    apply(&client, &template_resource(), &t).await;
-    wait_object(
-        &client,
-        &template_resource(),
-        &wrong_name,
-        "error status",
-        |o| state(o) == "error",
-    )
-    .await;
+    template_error(&client, &t).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let crd_name = format!("{}.constraints.gatekeeper.sh", wrong.to_ascii_lowercase());
     assert!(
@@ -821,15 +821,7 @@ async fn a_rejected_template_is_not_retried_hot() {
         json!({"validations": [{"expression": "this is not CEL ((("}]}),
     );
     let lower = kind.to_ascii_lowercase();
-    apply(&client, &template_resource(), &t).await;
-    let st = wait_object(&client, &template_resource(), &lower, "error status", |o| {
-        state(o) == "error"
-    })
-    .await;
-    let msg = vapgen_status(&st)["message"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let msg = template_error(&client, &t).await;
     assert!(msg.contains("rejected"), "{msg}");
     let audit = vapgen_tests::audit_log().expect("the test control plane writes an audit log");
     let vap = policy_name(&kind);
@@ -893,23 +885,7 @@ async fn a_panicking_reconcile_is_retried_and_the_kind_keeps_working() {
     let before = panics();
     vapgen::controller::reconcile::test_hooks::panic_once(&kind, "c0");
     apply(&client, &template_resource(), &template(&kind, json!({}))).await;
-    for i in 0..2 {
-        apply_constraint(
-            &client,
-            &constraint(&kind, &format!("c{i}"), &ns, json!({})),
-        )
-        .await;
-    }
-    for i in 0..2 {
-        wait_object(
-            &client,
-            &constraint_resource(&kind),
-            &format!("c{i}"),
-            "generated after the panic",
-            |o| state(o) == "generated",
-        )
-        .await;
-    }
+    constraints_generated(&client, &kind, &ns, 2).await;
     assert!(panics() > before, "the panic was counted");
     // The kind still works after the panic: a new constraint gets its binding.
     apply_constraint(&client, &constraint(&kind, "c2", &ns, json!({}))).await;
