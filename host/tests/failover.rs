@@ -397,6 +397,8 @@ async fn differences(c: &kube::Client, kinds: &[String]) -> Vec<String> {
             (&plan.decision, &plan.policy)
         {
             let mut v = vapgen::render::policy_object(j, &plan.policy_name).expect("vap");
+            // `vapgen run` exempts its own namespace (the lease's) from every policy.
+            vapgen::render::exempt_namespaces(&mut v, &[NS.to_string()]);
             v["metadata"]["ownerReferences"] = json!([vapgen::render::Owner {
                 api_version: "templates.gatekeeper.sh/v1beta1".into(),
                 kind: "ConstraintTemplate".into(),
