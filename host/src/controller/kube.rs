@@ -152,17 +152,26 @@ pub struct Watches {
     queue: Queue,
     kinds: Arc<Mutex<HashMap<String, AbortHandle>>>,
     shared: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Where a watch that ends or panics is recorded (`/healthz` fails).
+    dead: Arc<Mutex<Vec<String>>>,
 }
 
 impl Watches {
     /// Starts the shared watches; constraint watches start as their CRDs become Established.
-    pub fn start(client: kube::Client, world: Arc<RwLock<World>>, queue: Queue) -> Self {
+    /// Each runs supervised: one that ends or panics is named in `dead`.
+    pub fn start(
+        client: kube::Client,
+        world: Arc<RwLock<World>>,
+        queue: Queue,
+        dead: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
         let w = Watches {
             client,
             world,
             queue,
             kinds: Arc::default(),
             shared: Arc::default(),
+            dead,
         };
         let handles = vec![
             w.spawn(Feed::Templates, template_resource()),
@@ -186,7 +195,11 @@ impl Watches {
 
     fn spawn(&self, feed: Feed, ar: ApiResource) -> AbortHandle {
         let this = self.clone();
-        tokio::spawn(async move { this.run(feed, ar).await }).abort_handle()
+        let name = format!("watch {}", feed.sync_name());
+        super::supervise(&self.dead, &self.queue, &name, async move {
+            this.run(feed, ar).await
+        })
+        .abort_handle()
     }
 
     async fn run(&self, feed: Feed, ar: ApiResource) {
@@ -249,6 +262,22 @@ impl Watches {
     /// A (re)list completed: the cache becomes exactly the listed objects.
     fn replace(&self, feed: &Feed, objs: Vec<Value>) {
         if let Feed::Crds = feed {
+            // A relist (after a 410 Gone or a broken watch) is the only news of CRDs
+            // deleted while the watch was down: every known kind not in the list is gone.
+            let listed: std::collections::HashSet<String> = objs
+                .iter()
+                .filter_map(crd_info)
+                .map(|i| i.kind.to_ascii_lowercase())
+                .collect();
+            let known: Vec<String> = {
+                let w = self.world.read().expect("world");
+                w.crds.values().map(|c| c.kind.clone()).collect()
+            };
+            for kind in known {
+                if !listed.contains(&kind.to_ascii_lowercase()) {
+                    self.crd_gone(&kind);
+                }
+            }
             for o in objs {
                 self.crd_event(o, false);
             }
@@ -300,77 +329,47 @@ impl Watches {
     }
 
     fn crd_event(&self, obj: Value, deleted: bool) {
-        if obj.pointer("/spec/group").and_then(Value::as_str) != Some(snapshot::CONSTRAINT_GROUP) {
+        let Some(info) = crd_info(&obj) else {
             return;
-        }
-        let kind = obj
-            .pointer("/spec/names/kind")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if kind.is_empty() {
-            return;
-        }
-        let key = kind.to_ascii_lowercase();
-        let info = CrdInfo {
-            kind: kind.clone(),
-            plural: obj
-                .pointer("/spec/names/plural")
-                .and_then(Value::as_str)
-                .unwrap_or(&key)
-                .to_string(),
-            established: obj
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c.get("type").and_then(Value::as_str) == Some("Established")
-                            && c.get("status").and_then(Value::as_str) == Some("True")
-                    })
-                }),
-            uid: obj
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            template_generation: obj
-                .pointer(&format!(
-                    "/metadata/annotations/{}",
-                    super::crds::TEMPLATE_GENERATION_ANNOTATION.replace('/', "~1")
-                ))
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok()),
-            template_owner: controller_of(&obj)
-                .filter(|c| c.api_version.starts_with(snapshot::TEMPLATE_GROUP))
-                .map(|c| c.name),
         };
-        let mut requeue = vec![Key::Template(key.clone())];
         if deleted {
-            if let Some(h) = self.kinds.lock().expect("kinds").remove(&key) {
-                h.abort();
-            }
+            self.crd_gone(&info.kind);
+            return;
+        }
+        let key = info.kind.to_ascii_lowercase();
+        let start = info.established && !self.kinds.lock().expect("kinds").contains_key(&key);
+        let ar = constraint_resource(&info.kind, &info.plural);
+        let kind = info.kind.clone();
+        self.world
+            .write()
+            .expect("world")
+            .crds
+            .insert(key.clone(), info);
+        if start {
+            let h = self.spawn(Feed::Constraints { kind }, ar);
+            self.kinds.lock().expect("kinds").insert(key.clone(), h);
+        }
+        self.queue.add(Key::Template(key));
+    }
+
+    /// The constraint CRD of `kind` is gone: its watch stops and its constraints leave the
+    /// cache (an empty, synced cache), and the template and every constraint are requeued.
+    fn crd_gone(&self, kind: &str) {
+        let key = kind.to_ascii_lowercase();
+        if let Some(h) = self.kinds.lock().expect("kinds").remove(&key) {
+            h.abort();
+        }
+        let mut requeue = vec![Key::Template(key.clone())];
+        {
             let mut w = self.world.write().expect("world");
             w.crds.remove(&key);
-            // The CRD is gone, so are its constraints: an empty, synced cache.
             if let Some(m) = w.constraints.insert(key.clone(), BTreeMap::new()) {
                 requeue.extend(m.into_keys().map(|name| Key::Constraint {
-                    kind: kind.clone(),
+                    kind: kind.to_string(),
                     name,
                 }));
             }
-            w.synced.insert(watches::constraints(&kind));
-        } else {
-            let start = info.established && !self.kinds.lock().expect("kinds").contains_key(&key);
-            let ar = constraint_resource(&kind, &info.plural);
-            self.world
-                .write()
-                .expect("world")
-                .crds
-                .insert(key.clone(), info);
-            if start {
-                let h = self.spawn(Feed::Constraints { kind: kind.clone() }, ar);
-                self.kinds.lock().expect("kinds").insert(key, h);
-            }
+            w.synced.insert(watches::constraints(kind));
         }
         for k in requeue {
             self.queue.add(k);
@@ -486,6 +485,51 @@ fn watch_remedy(feed: &Feed, e: &watcher::Error) -> &'static str {
             "Check that the API server is reachable (its URL is in the start-up log line) and that vapgen's RBAC allows list and watch"
         }
     }
+}
+
+/// What the controller keeps of a constraint CRD (`None` for other CRDs).
+pub fn crd_info(obj: &Value) -> Option<CrdInfo> {
+    if obj.pointer("/spec/group").and_then(Value::as_str) != Some(snapshot::CONSTRAINT_GROUP) {
+        return None;
+    }
+    let kind = obj
+        .pointer("/spec/names/kind")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())?
+        .to_string();
+    let key = kind.to_ascii_lowercase();
+    Some(CrdInfo {
+        plural: obj
+            .pointer("/spec/names/plural")
+            .and_then(Value::as_str)
+            .unwrap_or(&key)
+            .to_string(),
+        kind,
+        established: obj
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.get("type").and_then(Value::as_str) == Some("Established")
+                        && c.get("status").and_then(Value::as_str) == Some("True")
+                })
+            }),
+        uid: obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        template_generation: obj
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                super::crds::TEMPLATE_GENERATION_ANNOTATION.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok()),
+        template_owner: controller_of(obj)
+            .filter(|c| c.api_version.starts_with(snapshot::TEMPLATE_GROUP))
+            .map(|c| c.name),
+    })
 }
 
 /// Maps a kube error to the reconcilers' categories.
@@ -758,5 +802,72 @@ pub(crate) async fn create_or_keep(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(kind: &str) -> Value {
+        serde_json::json!({
+            "metadata": {"name": format!("{}.{}", kind.to_ascii_lowercase(), snapshot::CONSTRAINT_GROUP), "uid": format!("uid-{kind}")},
+            "spec": {"group": snapshot::CONSTRAINT_GROUP, "names": {"kind": kind, "plural": kind.to_ascii_lowercase()}},
+            // Not Established: no constraint watch is started (nothing to connect to here).
+            "status": {"conditions": [{"type": "Established", "status": "False"}]}
+        })
+    }
+
+    /// A relist of CRDs (after a 410 Gone) drops the kinds that are no longer listed: the
+    /// deletion event was lost with the watch, and the list is the only news of it.
+    #[tokio::test]
+    async fn a_crd_relist_forgets_kinds_deleted_while_the_watch_was_down() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let world: Arc<RwLock<World>> = Arc::default();
+        let queue = Queue::default();
+        let w = Watches {
+            client,
+            world: world.clone(),
+            queue: queue.clone(),
+            kinds: Arc::default(),
+            shared: Arc::default(),
+            dead: Arc::default(),
+        };
+        w.replace(&Feed::Crds, vec![crd("Kept"), crd("Gone")]);
+        world
+            .write()
+            .expect("world")
+            .constraints
+            .entry("gone".into())
+            .or_default()
+            .insert("c1".into(), serde_json::json!({"metadata": {"name": "c1"}}));
+        while let Some(k) = queue.try_next() {
+            queue.done(&k);
+        }
+
+        w.replace(&Feed::Crds, vec![crd("Kept")]);
+        let wr = world.read().expect("world");
+        assert!(wr.crds.contains_key("kept"));
+        assert!(!wr.crds.contains_key("gone"), "{:?}", wr.crds.keys());
+        assert!(wr.constraints["gone"].is_empty());
+        drop(wr);
+        let mut keys = Vec::new();
+        while let Some(k) = queue.try_next() {
+            keys.push(k.to_string());
+            queue.done(&k);
+        }
+        assert!(keys.contains(&"template/gone".to_string()), "{keys:?}");
+        assert!(keys.contains(&"Gone/c1".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn crd_info_reads_only_constraint_crds() {
+        assert!(crd_info(&crd("K")).is_some_and(|i| i.kind == "K" && !i.established));
+        let mut other = crd("K");
+        other["spec"]["group"] = "example.com".into();
+        assert!(crd_info(&other).is_none());
     }
 }

@@ -25,6 +25,7 @@ pub mod record;
 pub mod worker;
 pub mod world;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -88,6 +89,19 @@ pub struct Handles {
     pub decider: Arc<RwLock<Arc<dyn Decide>>>,
     /// Names of supervised tasks that ended (they never should while the controller runs).
     pub dead_tasks: Arc<Mutex<Vec<String>>>,
+    /// Keys whose last reconcile panicked and that wait for their retry, with the panic
+    /// message (shown by `/healthz`, which stays healthy: the panic is contained).
+    pub panicked: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+/// What `/healthz` reports without failing: keys retrying after a panic.
+pub fn health_notes(h: &Handles) -> Vec<String> {
+    h.panicked
+        .lock()
+        .expect("panicked keys")
+        .iter()
+        .map(|(k, m)| format!("{k}: retrying after a panic: {m}"))
+        .collect()
 }
 
 /// What makes `/healthz` fail, if anything: a supervised task that ended, or a reconcile
@@ -108,7 +122,7 @@ pub fn health_problem(h: &Handles) -> Option<String> {
 
 /// Spawns `fut` so that its end (a return or a panic) is recorded in `dead` and logged,
 /// unless the controller is stopping (`queue` closed).
-fn supervise(
+pub(crate) fn supervise(
     dead: &Arc<Mutex<Vec<String>>>,
     queue: &Queue,
     name: &str,
@@ -202,7 +216,8 @@ pub async fn start(
         (Arc::new(Leader::always(&cfg.identity)), None)
     };
 
-    let watches = Watches::start(client.clone(), world.clone(), queue.clone());
+    let dead: Arc<Mutex<Vec<String>>> = Arc::default();
+    let watches = Watches::start(client.clone(), world.clone(), queue.clone(), dead.clone());
     let cluster = KubeCluster::new(
         client.clone(),
         world.clone(),
@@ -231,7 +246,8 @@ pub async fn start(
         leader: leader.clone(),
         queue: queue.clone(),
         decider,
-        dead_tasks: Arc::default(),
+        dead_tasks: dead.clone(),
+        panicked: Arc::default(),
     };
 
     let mut tasks = Vec::new();
@@ -243,7 +259,6 @@ pub async fn start(
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /debug/records");
         tasks.push(tokio::spawn(async move { http::serve(listener, h).await }));
     }
-    let dead = handles.dead_tasks.clone();
     tasks.push(supervise(
         &dead,
         &queue,
@@ -281,6 +296,7 @@ pub async fn start(
                 leader.clone(),
                 metrics.clone(),
                 backoff.clone(),
+                handles.panicked.clone(),
             ),
         ));
     }
@@ -362,6 +378,12 @@ pub fn requeue_keys(w: &World) -> Vec<Key> {
 /// reconciler speaks again, so nothing acts on them) and requeue everything.
 pub fn begin_term(records: &Mutex<Records>, world: &RwLock<World>, queue: &Queue) {
     records.lock().expect("records").reset();
+    resync(world, queue);
+}
+
+/// The periodic resync (and the requeue of a new term): every key of [`requeue_keys`] is
+/// queued, so keys in a permanent error state are retried too.
+pub fn resync(world: &RwLock<World>, queue: &Queue) {
     let keys = requeue_keys(&world.read().expect("world"));
     for k in keys {
         queue.add(k);
@@ -369,10 +391,7 @@ pub fn begin_term(records: &Mutex<Records>, world: &RwLock<World>, queue: &Queue
 }
 
 pub(crate) fn requeue_all(h: &Handles) {
-    let keys = requeue_keys(&h.world.read().expect("world"));
-    for k in keys {
-        h.queue.add(k);
-    }
+    resync(&h.world, &h.queue);
 }
 
 /// Requeues everything whenever this replica becomes leader.
@@ -441,6 +460,7 @@ async fn worker(
     leader: Arc<Leader>,
     metrics: Arc<Metrics>,
     backoff: Arc<Mutex<worker::Backoff>>,
+    panicked: Arc<Mutex<BTreeMap<String, String>>>,
 ) {
     while let Some(key) = ctx.queue.next().await {
         if !leader.may_reconcile() {
@@ -461,6 +481,17 @@ async fn worker(
         };
         metrics.reconcile(key_type, outcome.label());
         let retry = backoff.lock().expect("backoff").after(&key, &outcome);
+        if let worker::Outcome::Panicked(m) = &outcome {
+            panicked
+                .lock()
+                .expect("panicked keys")
+                .insert(key.to_string(), m.clone());
+        } else if matches!(outcome, worker::Outcome::Done(_)) {
+            panicked
+                .lock()
+                .expect("panicked keys")
+                .remove(&key.to_string());
+        }
         match &outcome {
             worker::Outcome::Done(_) => {}
             worker::Outcome::Fenced => {
