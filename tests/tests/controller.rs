@@ -883,10 +883,36 @@ async fn a_panicking_reconcile_is_retried_and_the_kind_keeps_working() {
             .unwrap_or(0.0)
     };
     let before = panics();
-    vapgen::controller::reconcile::test_hooks::panic_once(&kind, "c0");
+    // Four panics in a row: retries after ~0.25, 0.5, 1 and 2 s (upper-half jitter), a
+    // window of at least 1.9 s in which /healthz names the key (and stays healthy).
+    for _ in 0..4 {
+        vapgen::controller::reconcile::test_hooks::panic_once(&kind, "c0");
+    }
     apply(&client, &template_resource(), &template(&kind, json!({}))).await;
+    apply_constraint(&client, &constraint(&kind, "c0", &ns, json!({}))).await;
+    let key = format!("{kind}/c0");
+    wait_for(
+        "/healthz names the key retrying after a panic",
+        Duration::from_secs(30),
+        || async {
+            vapgen::controller::health_notes(h)
+                .iter()
+                .any(|n| n.starts_with(&format!("{key}: retrying after a panic")))
+        },
+    )
+    .await;
+    assert!(
+        vapgen::controller::health_problem(h).is_none(),
+        "a contained panic does not fail /healthz"
+    );
     constraints_generated(&client, &kind, &ns, 2).await;
-    assert!(panics() > before, "the panic was counted");
+    assert!(panics() >= before + 4.0, "the panics were counted");
+    assert!(
+        !vapgen::controller::health_notes(h)
+            .iter()
+            .any(|n| n.starts_with(&key)),
+        "the note goes once the key succeeds"
+    );
     // The kind still works after the panic: a new constraint gets its binding.
     apply_constraint(&client, &constraint(&kind, "c2", &ns, json!({}))).await;
     wait_object(

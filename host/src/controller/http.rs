@@ -37,10 +37,18 @@ pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(300)
 
 /// Healthy while every supervised task (watches, workers, leadership, housekeeping) runs and
 /// no reconcile has been running for [`STUCK_AFTER`]; otherwise 500 with what is wrong, so
-/// that the kubelet restarts the pod.
+/// that the kubelet restarts the pod. A healthy body also names the keys that are retrying
+/// after a panic (a restart would not help them: the panic is contained to its key).
 async fn healthz(State(h): State<Handles>) -> impl IntoResponse {
     match super::health_problem(&h) {
-        None => (StatusCode::OK, "ok".to_string()),
+        None => {
+            let mut body = "ok".to_string();
+            for n in super::health_notes(&h) {
+                body.push('\n');
+                body.push_str(&n);
+            }
+            (StatusCode::OK, body)
+        }
         Some(p) => (StatusCode::INTERNAL_SERVER_ERROR, p),
     }
 }
