@@ -180,6 +180,38 @@ fn scenario(name: &str, seed: u64) -> Scenario {
             s.script = vec![c(A, "c2", 0), c(A, "c1", 1)];
             s.panic_at_write = Some(1);
         }
+        // The API server refuses or loses writes: 409, 422 (permanent until the resync),
+        // 429, 503, and client timeouts before and after the write landed. The first two
+        // controller writes of the explored part fail; everything must still converge.
+        f if f.starts_with("fault-") => {
+            let fault = match &f["fault-".len()..] {
+                "409" => Fault::Conflict,
+                "422" => Fault::Invalid,
+                "429" => Fault::TooManyRequests,
+                "503" => Fault::Unavailable,
+                "timeout-lost" => Fault::TimeoutLost,
+                "timeout-landed" => Fault::TimeoutLanded,
+                other => panic!("unknown fault {other}"),
+            };
+            s.initial = vec![t(A, Some(true)), c(A, "c1", 0)];
+            s.script = vec![c(A, "c2", 0), t(A, Some(false)), t(A, Some(true))];
+            s.faults = vec![(1, fault), (2, fault)];
+        }
+        // Watches that break with 410 Gone while events are in flight: the events are lost
+        // and the relist is the only news of a deletion.
+        "relist" => {
+            s.initial = vec![t(A, Some(true)), c(A, "c1", 0), c(A, "c2", 1)];
+            s.script = vec![
+                UserAct::DeleteConstraint {
+                    kind: A.into(),
+                    name: "c1".into(),
+                },
+                t(A, Some(false)),
+                c(A, "c3", 0),
+                t(A, Some(true)),
+            ];
+            s.relists = 2;
+        }
         "random" => random_scenario(&mut s, seed),
         other => panic!("unknown scenario {other}"),
     }
@@ -229,7 +261,26 @@ fn random_scenario(s: &mut Scenario, seed: u64) {
         };
         s.script.push(a);
     }
+    if r.chance(30) {
+        for _ in 0..1 + r.below(2) {
+            let at = 1 + r.below(10);
+            s.faults.push((at, Fault::ALL[r.below(Fault::ALL.len())]));
+        }
+    }
+    if r.chance(20) {
+        s.relists = 1 + r.below(2);
+    }
 }
+
+/// The fault kinds explored exhaustively. 429 and a timeout before the write reach the
+/// controller as the same error as 503 (nothing written, retry with backoff); they run as
+/// random schedules in `regressions`.
+const FAULT_SCENARIOS: [&str; 4] = [
+    "fault-409",
+    "fault-422",
+    "fault-503",
+    "fault-timeout-landed",
+];
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -312,6 +363,18 @@ fn exhaustive_lapse_and_panic() {
     assert!(n > 100, "{n}");
 }
 
+/// API errors on writes (409, 422, 429, 503, timeouts with and without the write landing) and
+/// watch relists after 410 Gone: every schedule within the delay bound converges.
+#[test]
+fn exhaustive_api_faults_and_relists() {
+    let mut n = 0;
+    for name in FAULT_SCENARIOS {
+        n += exhaustive(name, 2);
+    }
+    n += exhaustive("relist", 2);
+    assert!(n > 100, "{n}");
+}
+
 /// The bugs the exploration found in the controller stay fixed.
 #[test]
 fn regressions() {
@@ -324,6 +387,9 @@ fn regressions() {
         "lapse",
         "lapse-single",
         "panic",
+        "fault-429",
+        "fault-timeout-lost",
+        "relist",
     ] {
         let start = Instant::now();
         match explore_random(&|s| scenario(name, s), 0..1000) {

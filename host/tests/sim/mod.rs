@@ -325,6 +325,57 @@ pub struct Write {
     pub step: usize,
 }
 
+/// An error the simulated API server gives for one controller write (`Scenario::faults`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// 409 Conflict: nothing written.
+    Conflict,
+    /// 422 Invalid: nothing written; the reconciler treats it as permanent (an error state,
+    /// no requeue) until an input changes or the resync comes (`Act::Resync`).
+    Invalid,
+    /// 429 Too Many Requests: nothing written.
+    TooManyRequests,
+    /// 503 Service Unavailable: nothing written.
+    Unavailable,
+    /// A client timeout before the request reached etcd: nothing written.
+    TimeoutLost,
+    /// A client timeout after the write landed: the object changed, the caller sees an error.
+    TimeoutLanded,
+}
+
+impl Fault {
+    /// Every fault, for random scenarios.
+    pub const ALL: [Fault; 6] = [
+        Fault::Conflict,
+        Fault::Invalid,
+        Fault::TooManyRequests,
+        Fault::Unavailable,
+        Fault::TimeoutLost,
+        Fault::TimeoutLanded,
+    ];
+
+    fn error(self) -> ApiError {
+        match self {
+            Fault::Conflict => {
+                ApiError::Conflict(format!("{INJECTED_FAULT}: the object has been modified"))
+            }
+            Fault::Invalid => ApiError::Rejected(format!("{INJECTED_FAULT}: is invalid (422)")),
+            Fault::TooManyRequests => {
+                ApiError::Other(format!("{INJECTED_FAULT}: Too Many Requests (429)"))
+            }
+            Fault::Unavailable => {
+                ApiError::Other(format!("{INJECTED_FAULT}: Service Unavailable (503)"))
+            }
+            Fault::TimeoutLost | Fault::TimeoutLanded => {
+                ApiError::Other(format!("{INJECTED_FAULT}: request timed out"))
+            }
+        }
+    }
+}
+
+/// The mark of an injected error's message (such failures are expected, not violations).
+const INJECTED_FAULT: &str = "injected";
+
 /// The simulated API server.
 #[derive(Default)]
 pub struct Api {
@@ -346,6 +397,11 @@ pub struct Api {
     /// Controller writes (applies) so far, and the one that panics (`Scenario::panic_at_write`).
     applies: usize,
     panic_at_write: Option<usize>,
+    /// Controller writes of any verb so far, and the faults still to inject (by number).
+    write_count: usize,
+    faults: BTreeMap<usize, Fault>,
+    /// A 422 was injected: the resync owes the rejected key a retry (`Act::Resync`).
+    pub resync_owed: bool,
     outbox: Vec<Ev>,
     /// Violations found at write time.
     pub violations: Vec<Violation>,
@@ -503,6 +559,30 @@ impl Api {
         }
     }
 
+    /// Counts a controller write and returns the fault to inject into it, if any.
+    fn next_fault(&mut self, by: usize, what: &str) -> Option<Fault> {
+        self.write_count += 1;
+        let n = self.write_count;
+        let f = self.faults.remove(&n)?;
+        if f == Fault::Invalid {
+            self.resync_owed = true;
+        }
+        self.log(|| format!("#{by}: write {n} ({what}) gets injected {f:?}"));
+        Some(f)
+    }
+
+    /// Runs `write` unless `fault` says it never lands; returns the fault's error if any.
+    fn with_fault<T>(
+        fault: Option<Fault>,
+        write: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        match fault {
+            None => write(),
+            Some(Fault::TimeoutLanded) => write().and(Err(Fault::TimeoutLanded.error())),
+            Some(f) => Err(f.error()),
+        }
+    }
+
     fn apply(
         &mut self,
         by: usize,
@@ -511,6 +591,17 @@ impl Api {
         writer: &Records,
     ) -> Result<Value, ApiError> {
         self.fenced(by)?;
+        let fault = self.next_fault(by, &format!("apply {}", meta_str(obj, "name")));
+        Self::with_fault(fault, || self.apply_landed(by, target, obj, writer))
+    }
+
+    fn apply_landed(
+        &mut self,
+        by: usize,
+        target: Target,
+        obj: &Value,
+        writer: &Records,
+    ) -> Result<Value, ApiError> {
         self.applies += 1;
         if self.panic_at_write == Some(self.applies) {
             self.panic_at_write = None;
@@ -609,6 +700,21 @@ impl Api {
         writer: &Records,
     ) -> Result<(), ApiError> {
         self.fenced(by)?;
+        let fault = self.next_fault(by, &format!("delete {name}"));
+        Self::with_fault(fault, || {
+            self.delete_landed(by, target, name, uid, rv, writer)
+        })
+    }
+
+    fn delete_landed(
+        &mut self,
+        by: usize,
+        target: Target,
+        name: &str,
+        uid: &str,
+        rv: &str,
+        writer: &Records,
+    ) -> Result<(), ApiError> {
         let res = match target {
             Target::Vap => Res::Vaps,
             Target::Vapb => Res::Vapbs,
@@ -679,6 +785,16 @@ impl Api {
         status: &Value,
     ) -> Result<(), ApiError> {
         self.fenced(by)?;
+        let fault = self.next_fault(by, &format!("status {target:?}"));
+        Self::with_fault(fault, || self.patch_status_landed(by, target, status))
+    }
+
+    fn patch_status_landed(
+        &mut self,
+        by: usize,
+        target: &StatusTarget,
+        status: &Value,
+    ) -> Result<(), ApiError> {
         let (res, name) = match target {
             StatusTarget::Template(n) => (Res::Templates, n.clone()),
             StatusTarget::Constraint { kind, name } => {
@@ -1171,6 +1287,12 @@ pub struct Scenario {
     /// The n-th controller apply (counted from the start of the explored part) panics in
     /// the reconcile that makes it (a bug in a reconciler, contained by the worker).
     pub panic_at_write: Option<usize>,
+    /// Errors the API server gives for the n-th controller write of any verb (counted from
+    /// the start of the explored part).
+    pub faults: Vec<(usize, Fault)>,
+    /// Watch streams that may break with 410 Gone (their undelivered events are lost and
+    /// the cache is replaced by a relist), in the whole explored part.
+    pub relists: usize,
 }
 
 impl Scenario {
@@ -1189,6 +1311,8 @@ impl Scenario {
             script: Vec::new(),
             max_steps: 400,
             panic_at_write: None,
+            faults: Vec::new(),
+            relists: 0,
         }
     }
 }
@@ -1208,6 +1332,11 @@ enum Act {
     Notice(usize),
     Regain(usize),
     EndLapse(usize),
+    /// The periodic resync of replica i (`controller::resync`), enabled while a 422 is owed.
+    Resync(usize),
+    /// Replica i's watch of a resource breaks with 410 Gone: pending events are lost and
+    /// the watch relists (`Act::List`).
+    WatchGone(usize, Res),
 }
 
 /// A running simulation.
@@ -1223,6 +1352,8 @@ pub struct Sim {
     script: VecDeque<UserAct>,
     /// Steps taken.
     pub steps: usize,
+    /// Watch breaks left (`Scenario::relists`).
+    relists_left: usize,
 }
 
 /// The result of one schedule.
@@ -1254,6 +1385,7 @@ impl Sim {
             decider: memo(),
             script: scn.script.iter().cloned().collect(),
             steps: 0,
+            relists_left: scn.relists,
         };
         for a in &scn.initial {
             sim.user(a);
@@ -1278,6 +1410,8 @@ impl Sim {
             api.writes.clear();
             api.applies = 0;
             api.panic_at_write = scn.panic_at_write;
+            api.write_count = 0;
+            api.faults = scn.faults.iter().copied().collect();
         }
         sim
     }
@@ -1387,6 +1521,22 @@ impl Sim {
         for (i, inst) in self.instances.iter().enumerate() {
             for d in 0..inst.delayed.len() {
                 acts.push(Act::Fire(i, d));
+            }
+        }
+        if self.api.lock().expect("api").resync_owed {
+            for (i, inst) in self.instances.iter().enumerate() {
+                if inst.may_reconcile() {
+                    acts.push(Act::Resync(i));
+                }
+            }
+        }
+        if self.relists_left > 0 {
+            for (i, inst) in self.instances.iter().enumerate() {
+                for (res, q) in &inst.pending {
+                    if !q.is_empty() && inst.listed.contains(res) {
+                        acts.push(Act::WatchGone(i, res.clone()));
+                    }
+                }
             }
         }
         if user {
@@ -1512,6 +1662,24 @@ impl Sim {
                 let id = inst.id;
                 self.log(|| format!("#{id} holds the lease again after a lapse: new term, records reset, requeue everything"));
             }
+            Act::Resync(i) => {
+                self.api.lock().expect("api").resync_owed = false;
+                let inst = &self.instances[i];
+                vapgen::controller::resync(&inst.ctx.world, &inst.ctx.queue);
+                let id = inst.id;
+                self.log(|| format!("#{id} resync: requeue everything"));
+            }
+            Act::WatchGone(i, res) => {
+                self.relists_left -= 1;
+                let inst = &mut self.instances[i];
+                let lost = inst.pending.get(&res).map_or(0, VecDeque::len);
+                inst.pending.insert(res.clone(), VecDeque::new());
+                inst.listed.remove(&res);
+                let id = inst.id;
+                self.log(|| {
+                    format!("#{id} watch of {res:?}: 410 Gone, {lost} events lost, relisting")
+                });
+            }
             Act::Notice(i) => {
                 let inst = &mut self.instances[i];
                 inst.send(false);
@@ -1538,7 +1706,9 @@ impl Sim {
             inst.delayed.push(task.key.clone());
         }
         match &result {
-            worker::Outcome::Failed(e) if !e.0.contains("conflict") => {
+            worker::Outcome::Failed(e)
+                if !e.0.contains("conflict") && !e.0.contains(INJECTED_FAULT) =>
+            {
                 // Conflicts of preconditioned deletes are expected (stale caches).
                 unexpected = Some(format!("{}: {}", task.key, e.0));
             }
