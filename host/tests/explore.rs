@@ -197,6 +197,15 @@ fn scenario(name: &str, seed: u64) -> Scenario {
             s.script = vec![c(A, "c2", 0), t(A, Some(false)), t(A, Some(true))];
             s.faults = vec![(1, fault), (2, fault)];
         }
+        // Regression: a status write that fails (503) after the binding was applied. The
+        // reconcile used to log it and finish as done, so the status stayed stale for good.
+        // The binding stays the same (deny, then scoped deny on vap.k8s.io), so no watch event
+        // of the binding requeues the constraint: only the retry can fix the status.
+        "status-lost" => {
+            s.initial = vec![t(A, Some(true)), c(A, "c1", 0)];
+            s.script = vec![c(A, "c1", 2)];
+            s.faults = vec![(1, Fault::Unavailable)];
+        }
         // Watches that break with 410 Gone while events are in flight: the events are lost
         // and the relist is the only news of a deletion.
         "relist" => {
@@ -275,7 +284,8 @@ fn random_scenario(s: &mut Scenario, seed: u64) {
 /// The fault kinds explored exhaustively. 429 and a timeout before the write reach the
 /// controller as the same error as 503 (nothing written, retry with backoff); they run as
 /// random schedules in `regressions`.
-const FAULT_SCENARIOS: [&str; 4] = [
+const FAULT_SCENARIOS: [&str; 5] = [
+    "status-lost",
     "fault-409",
     "fault-422",
     "fault-503",

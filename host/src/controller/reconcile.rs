@@ -313,11 +313,21 @@ impl<C: Cluster> Ctx<C> {
         }
     }
 
+    /// After a write that left in this reconcile's term: if a new term began while it was in
+    /// flight (a lapse and re-acquire), the reconcile is noted as fenced, so its key runs
+    /// again under the new term's decisions (which correct whatever the late write did).
+    fn landed_in_term<T>(&self, r: &Result<T, ApiError>) {
+        if !matches!(r, Err(ApiError::NotLeader)) && self.term_fence().is_err() {
+            super::worker::note_fenced();
+        }
+    }
+
     async fn write_apply(&self, target: Target, obj: &Value) -> Result<Value, ApiError> {
         let r = match self.term_fence() {
             Ok(()) => self.cluster.apply(target, obj).await,
             Err(e) => Err(e),
         };
+        self.landed_in_term(&r);
         self.observed(target, "apply", snapshot::name_of(obj), &r);
         if let Ok(stored) = &r {
             // Read-your-writes: later reconciles of this kind must see it before the watch does.
@@ -339,6 +349,7 @@ impl<C: Cluster> Ctx<C> {
             Ok(()) => self.cluster.delete(target, &name, &uid, &rv).await,
             Err(e) => Err(e),
         };
+        self.landed_in_term(&r);
         let r = match r {
             Err(ApiError::NotFound) => Ok(()),
             other => other,
@@ -364,6 +375,7 @@ impl<C: Cluster> Ctx<C> {
             Ok(()) => self.cluster.patch_status(target, &status).await,
             Err(e) => Err(e),
         };
+        self.landed_in_term(&r);
         let object = match target {
             StatusTarget::Template(n) => format!("ConstraintTemplate {n}"),
             StatusTarget::Constraint { kind, name } => format!("{kind} {name}"),
@@ -378,8 +390,11 @@ impl<C: Cluster> Ctx<C> {
             &r,
         );
         if let Err(e) = r {
-            if !matches!(e, ApiError::NotLeader) {
-                tracing::warn!(%object, error = %e, "status write failed");
+            // Refused by the fence: already noted. Not found: the object is gone, and its
+            // deletion event requeues what depends on it. Anything else: the key runs again
+            // with backoff (the worker logs the failure).
+            if !matches!(e, ApiError::NotLeader | ApiError::NotFound) {
+                super::worker::note_lost(format!("status write of {object} failed: {e}"));
             }
             return;
         }

@@ -6,7 +6,9 @@
 //!   any write of the reconcile was **refused by the lease fence**: such a reconcile did not
 //!   do what it decided, so its key must run again. Before this, a refused write ended the
 //!   reconcile as if it had succeeded, and under a slow API server (lease renewals slower
-//!   than the lease) hundreds of bindings stayed missing with an empty queue.
+//!   than the lease) hundreds of bindings stayed missing with an empty queue. A write that
+//!   failed while the reconciler carried on (a status write) fails the reconcile the same
+//!   way (found by the explorer: a 503 on a status write left the status stale for good).
 //! * Every write of a reconcile is **fenced by its term** as well as by the lease: a reconcile
 //!   that began before this replica started a new term (a take-over, or the end of a lapse)
 //!   may not write, because it acts on decisions of the earlier term (found by the explorer:
@@ -34,6 +36,9 @@ struct Fence {
     epoch: u64,
     /// A write was refused by the lease fence or the term fence.
     fenced: Cell<bool>,
+    /// The first write that failed while the reconciler carried on (a status write): the
+    /// reconcile did not do all it decided, so its key runs again with backoff.
+    lost: std::cell::RefCell<Option<String>>,
 }
 
 tokio::task_local! {
@@ -44,6 +49,14 @@ tokio::task_local! {
 /// [`reconcile_key`]).
 pub(crate) fn note_fenced() {
     let _ = FENCE.try_with(|f| f.fenced.set(true));
+}
+
+/// Records that a write of the running reconcile failed although the reconciler went on
+/// (no-op outside [`reconcile_key`]); the first such error becomes the outcome.
+pub(crate) fn note_lost(error: String) {
+    let _ = FENCE.try_with(|f| {
+        f.lost.borrow_mut().get_or_insert(error);
+    });
 }
 
 /// Whether the running reconcile began in the term whose epoch is `current` (true outside
@@ -92,18 +105,21 @@ pub async fn reconcile_key<C: Cluster>(ctx: &Ctx<C>, key: &Key) -> Outcome {
     let fence = Fence {
         epoch: ctx.records.lock().expect("records lock").epoch(),
         fenced: Cell::new(false),
+        lost: std::cell::RefCell::default(),
     };
-    let (result, fenced) = FENCE
+    let (result, fenced, lost) = FENCE
         .scope(fence, async {
             // The reconcilers hold no lock across an await, and a lock poisoned by a panic
             // elsewhere fails loudly on its next use: nothing half-updated is read silently.
             let r = AssertUnwindSafe(run).catch_unwind().await;
-            (r, FENCE.with(|f| f.fenced.get()))
+            let (fenced, lost) = FENCE.with(|f| (f.fenced.get(), f.lost.borrow_mut().take()));
+            (r, fenced, lost)
         })
         .await;
     match result {
         Err(panic) => Outcome::Panicked(panic_message(panic.as_ref())),
         Ok(_) if fenced => Outcome::Fenced,
+        Ok(Ok(_)) if lost.is_some() => Outcome::Failed(ReconcileError(lost.unwrap_or_default())),
         Ok(Ok(action)) => Outcome::Done(action),
         Ok(Err(e)) => Outcome::Failed(e),
     }
