@@ -117,7 +117,7 @@ pub enum Lookup<'a> {
 }
 
 /// All entries, keyed by lower-case kind (= the template name).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Records {
     entries: BTreeMap<String, DecisionRecord>,
     epoch: u64,

@@ -849,16 +849,28 @@ pub struct SimCluster {
 /// happens in the reconcile's task, outside the API server's lock).
 const INJECTED_PANIC: &str = "injected panic (test hook)";
 
+impl SimCluster {
+    /// A write leaves this replica: as `Leader::ensure` in the real cluster port, the lease
+    /// is checked before the request is sent (and the simulated API server checks it again
+    /// when the write lands, a stricter fence than the real one). Returns the writer's
+    /// records as they are when the request is sent: what licensed the write, for the
+    /// checks (d) and (e) when it lands (possibly in a later term of the same replica,
+    /// which the controller then notes as fenced).
+    fn send(&self) -> Result<Records, ApiError> {
+        self.api.lock().expect("api").fenced(self.me)?;
+        Ok(self.records.lock().expect("records").clone())
+    }
+}
+
 impl Cluster for SimCluster {
     async fn apply(&self, target: Target, obj: &Value) -> Result<Value, ApiError> {
+        let sent = self.send()?;
         YieldOnce::default().await;
-        let r = {
-            let records = self.records.lock().expect("records");
-            self.api
-                .lock()
-                .expect("api")
-                .apply(self.me, target, obj, &records)
-        };
+        let r = self
+            .api
+            .lock()
+            .expect("api")
+            .apply(self.me, target, obj, &sent);
         if matches!(&r, Err(ApiError::Other(m)) if m == INJECTED_PANIC) {
             panic!("{INJECTED_PANIC}");
         }
@@ -903,15 +915,16 @@ impl Cluster for SimCluster {
         uid: &str,
         resource_version: &str,
     ) -> Result<(), ApiError> {
+        let sent = self.send()?;
         YieldOnce::default().await;
-        let records = self.records.lock().expect("records");
         self.api
             .lock()
             .expect("api")
-            .delete(self.me, target, name, uid, resource_version, &records)
+            .delete(self.me, target, name, uid, resource_version, &sent)
     }
 
     async fn patch_status(&self, target: &StatusTarget, status: &Value) -> Result<(), ApiError> {
+        self.send()?;
         YieldOnce::default().await;
         self.api
             .lock()
