@@ -364,7 +364,10 @@ impl Vapgen {
                 "--http-addr",
                 &format!("127.0.0.1:{port}"),
             ])
-            .env("RUST_LOG", "vapgen=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "vapgen=info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
