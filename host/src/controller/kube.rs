@@ -216,7 +216,7 @@ impl Watches {
         let mut failing = false;
         let name = feed.sync_name();
         let to_value = |o: &DynamicObject| match serde_json::to_value(o) {
-            Ok(v) => Some(v),
+            Ok(v) => Some(super::world::without_managed_fields(v)),
             Err(e) => {
                 tracing::warn!(watch = %name, object = ?o.metadata.name, error = %e, "cannot read a watched object; skipped");
                 None
@@ -552,12 +552,20 @@ impl Cluster for KubeCluster {
         }
         let name = snapshot::name_of(obj).to_string();
         let api = self.api(target);
-        // A conflict means the object changed between our read and our write (the API
-        // server updates CRD status, users edit): read again and retry a few times.
+        // The first attempt trusts the watch cache: a create when it has no such object, a
+        // replace of its copy otherwise — one request, not a read and a write (a backlog of
+        // N constraints is N binding writes, not 2N requests). A conflict means the cache or
+        // our read was stale (AlreadyExists, or the object changed since: the API server
+        // updates CRD status, users edit): read from the API server and retry a few times.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.apply_once(&api, &name, obj).await {
+            let known = if attempt == 1 {
+                self.cached(target, &name)
+            } else {
+                None
+            };
+            match self.apply_once(&api, &name, obj, known).await {
                 Err(ApiError::Conflict(_)) if attempt < 4 => continue,
                 other => return other,
             }
@@ -655,14 +663,46 @@ impl Cluster for KubeCluster {
 }
 
 impl KubeCluster {
+    /// What the watch cache says of a VAP or binding: `Some(None)` absent, `Some(Some(obj))`
+    /// present, `None` when the cache cannot say (CRDs are cached as [`CrdInfo`] only).
+    fn cached(&self, target: Target, name: &str) -> Option<Option<Value>> {
+        let w = self.world.read().expect("world");
+        match target {
+            Target::Vap => Some(w.vaps.get(name).cloned()),
+            Target::Vapb => Some(w.vapbs.get(name).cloned()),
+            Target::Crd => None,
+        }
+    }
+
+    /// One write of `obj`: from `known` (the cache's word) on a first attempt, else after a
+    /// read from the API server.
     async fn apply_once(
         &self,
         api: &Api<DynamicObject>,
         name: &str,
         obj: &Value,
+        known: Option<Option<Value>>,
     ) -> Result<Value, ApiError> {
         let name = name.to_string();
-        let stored = match api.get_opt(&name).await.map_err(api_error)? {
+        let live = match known {
+            Some(Some(cached)) => Some(
+                serde_json::from_value::<DynamicObject>(cached)
+                    .map_err(|e| ApiError::Other(e.to_string()))?,
+            ),
+            Some(None) => {
+                // Absent by the cache: a plain create (409 AlreadyExists if it is stale).
+                let o: DynamicObject = serde_json::from_value(obj.clone())
+                    .map_err(|e| ApiError::Other(e.to_string()))?;
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                };
+                let stored = api.create(&pp, &o).await.map_err(api_error)?;
+                return serde_json::to_value(&stored).map_err(|e| ApiError::Other(e.to_string()));
+            }
+            None => api.get_opt(&name).await.map_err(api_error)?,
+        };
+        let stored = match live {
             // Create with server-side apply.
             None => {
                 let pp = PatchParams::apply(FIELD_MANAGER).force();

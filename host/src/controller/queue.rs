@@ -68,9 +68,19 @@ impl Inner {
     /// (the workers' order, so a template cannot starve). Without `fair`, every key that
     /// mutual exclusion allows (for deterministic drivers that pick the order themselves).
     fn eligible(&self, fair: bool) -> Vec<usize> {
+        self.eligible_upto(fair, usize::MAX)
+    }
+
+    /// [`Inner::eligible`], stopping after `limit` hits: the workers need only the first,
+    /// and with a backlog of N keys a full scan per hand-out made a pass over them O(N²)
+    /// (the largest item of a 5,000-constraint profile).
+    fn eligible_upto(&self, fair: bool, limit: usize) -> Vec<usize> {
         let mut waiting_templates = BTreeSet::new();
         let mut out = Vec::new();
         for (i, k) in self.order.iter().enumerate() {
+            if out.len() >= limit {
+                break;
+            }
             let p = k.partition();
             if self.exclusive.contains(&p) {
                 continue;
@@ -172,7 +182,7 @@ impl Queue {
         if q.closed {
             return Some(None);
         }
-        let pos = q.eligible(true).first().copied();
+        let pos = q.eligible_upto(true, 1).first().copied();
         let key = q.order.remove(pos?)?;
         q.start(&key);
         Some(Some(key))

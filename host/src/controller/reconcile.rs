@@ -333,9 +333,10 @@ impl<C: Cluster> Ctx<C> {
             // Read-your-writes: later reconciles of this kind must see it before the watch does.
             let mut w = self.world.write().expect("world lock");
             let name = snapshot::name_of(stored).to_string();
+            let cached = || super::world::without_managed_fields(stored.clone());
             match target {
-                Target::Vap => drop(w.vaps.insert(name, stored.clone())),
-                Target::Vapb => drop(w.vapbs.insert(name, stored.clone())),
+                Target::Vap => drop(w.vaps.insert(name, cached())),
+                Target::Vapb => drop(w.vapbs.insert(name, cached())),
                 Target::Crd => {}
             }
         }
@@ -1146,16 +1147,12 @@ pub async fn reconcile_constraint<C: Cluster>(
                 {
                     ("generated", String::new())
                 } else if live.is_none() && !readiness.allows_bindings() {
-                    let why = match readiness {
-                        Readiness::Waiting(m) => m.clone(),
-                        _ => String::new(),
-                    };
-                    (
-                        "waiting",
-                        format!(
-                            "waiting for the API server to serve {kind} before creating the binding: {why}"
-                        ),
-                    )
+                    // The kind waits for readiness (at most the wait bound); the template's
+                    // status says why. No status write per constraint meanwhile: with a
+                    // backlog of N constraints that was N writes more (and more again as the
+                    // probe's message changed). Readiness published requeues every
+                    // constraint of the kind.
+                    return Ok(Action::done());
                 } else {
                     match ctx.write_apply(Target::Vapb, &desired).await {
                         Ok(_) => ("generated", String::new()),
