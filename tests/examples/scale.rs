@@ -695,7 +695,11 @@ async fn main() {
         raw_took.as_secs_f64(),
         took.as_secs_f64(),
         create_took
-            .map(|t| format!(" (creates {:.1} s)", t.as_secs_f64()))
+            .map(|t| format!(
+                " (creates {:.1} s, then {:.1} s)",
+                t.as_secs_f64(),
+                took.saturating_sub(t).as_secs_f64()
+            ))
             .unwrap_or_default(),
         took.as_secs_f64() / raw_took.as_secs_f64(),
         writes as f64 / total as f64,
