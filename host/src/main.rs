@@ -240,7 +240,8 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let result = rt.block_on(async move {
         let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-        vapgen::controller::run(client, decider, cfg, shutdown_signal()).await
+        vapgen::controller::run(client, decider, cfg, shutdown_signal()).await?;
+        anyhow::Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

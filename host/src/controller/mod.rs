@@ -14,6 +14,7 @@
 
 pub mod compare;
 pub mod crds;
+pub mod feed;
 pub mod kube;
 pub mod leader;
 pub mod metrics;
@@ -22,6 +23,8 @@ pub mod queue;
 pub mod readiness;
 pub mod reconcile;
 pub mod record;
+pub mod resources;
+mod runner;
 pub mod worker;
 pub mod world;
 
@@ -120,29 +123,6 @@ pub fn health_problem(h: &Handles) -> Option<String> {
     }
 }
 
-/// Spawns `fut` so that its end (a return or a panic) is recorded in `dead` and logged,
-/// unless the controller is stopping (`queue` closed).
-pub(crate) fn supervise(
-    dead: &Arc<Mutex<Vec<String>>>,
-    queue: &Queue,
-    name: &str,
-    fut: impl std::future::Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    use futures::FutureExt;
-    let (dead, name, queue) = (dead.clone(), name.to_string(), queue.clone());
-    tokio::spawn(async move {
-        let r = std::panic::AssertUnwindSafe(fut).catch_unwind().await;
-        if queue.is_closed() {
-            return;
-        }
-        match r {
-            Ok(()) => tracing::error!(task = %name, "task ended; /healthz fails"),
-            Err(_) => tracing::error!(task = %name, "task panicked; /healthz fails"),
-        }
-        dead.lock().expect("dead tasks").push(name);
-    })
-}
-
 /// A started controller: its handles, and the tasks to stop.
 pub struct Controller {
     /// Shared state (caches, records, metrics, leadership, queue, module).
@@ -155,13 +135,38 @@ pub struct Controller {
     >,
 }
 
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Lease could not be set up (read or created) in its namespace.
+    #[error("cannot set up the lease {namespace}/{name}: {source}")]
+    Lease {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// What the lease manager said.
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+    /// The HTTP endpoints could not listen on their address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address of `--http-addr`.
+        addr: SocketAddr,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     client: ::kube::Client,
     decider: Decider,
     cfg: RunConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     let c = start(client, decider, cfg).await?;
     shutdown.await;
     tracing::info!("shutting down");
@@ -174,7 +179,7 @@ pub async fn start(
     client: ::kube::Client,
     decider: Decider,
     cfg: RunConfig,
-) -> anyhow::Result<Controller> {
+) -> Result<Controller, StartError> {
     let world = Arc::new(RwLock::new(World::default()));
     let queue = Queue::default();
     let records = Arc::new(Mutex::new(Records::default()));
@@ -196,12 +201,10 @@ pub async fn start(
             .with_grace(cfg.lease_grace)
             .build()
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot set up the lease {}/{}: {e}",
-                    cfg.lease_namespace,
-                    cfg.lease_name
-                )
+            .map_err(|source| StartError::Lease {
+                namespace: cfg.lease_namespace.clone(),
+                name: cfg.lease_name.clone(),
+                source,
             })?;
         let (rx, task) = manager.watch().await;
         let l = Leader::elected(
@@ -255,15 +258,15 @@ pub async fn start(
         let h = handles.clone();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            .map_err(|source| StartError::Listen { addr, source })?;
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /debug/records");
         tasks.push(tokio::spawn(async move { http::serve(listener, h).await }));
     }
-    tasks.push(supervise(
+    tasks.push(runner::supervise(
         &dead,
         &queue,
         "leadership",
-        leadership(handles.clone()),
+        runner::leadership(handles.clone()),
     ));
     if let Some(w) = cfg.module_watch.clone() {
         let events = module_watch::ModuleEvents::new(
@@ -272,26 +275,26 @@ pub async fn start(
             &cfg.lease_namespace,
             &cfg.lease_name,
         );
-        tasks.push(supervise(
+        tasks.push(runner::supervise(
             &dead,
             &queue,
             "module-watch",
             module_watch::run(handles.clone(), wasm_runtime, w, active_sha256, events),
         ));
     }
-    tasks.push(supervise(
+    tasks.push(runner::supervise(
         &dead,
         &queue,
         "housekeeping",
-        housekeeping(handles.clone(), cfg.resync),
+        runner::housekeeping(handles.clone(), cfg.resync),
     ));
     let backoff: Arc<Mutex<worker::Backoff>> = Arc::default();
     for i in 0..cfg.workers.max(1) {
-        tasks.push(supervise(
+        tasks.push(runner::supervise(
             &dead,
             &queue,
             &format!("worker-{i}"),
-            worker(
+            runner::worker(
                 ctx.clone(),
                 leader.clone(),
                 metrics.clone(),
@@ -392,123 +395,6 @@ pub fn resync(world: &RwLock<World>, queue: &Queue) {
 
 pub(crate) fn requeue_all(h: &Handles) {
     resync(&h.world, &h.queue);
-}
-
-/// Requeues everything whenever this replica becomes leader.
-async fn leadership(h: Handles) {
-    let Some(mut rx) = h.leader.changes() else {
-        h.metrics.leader(true);
-        // Always leading: nothing to follow (and a supervised task must not end).
-        return std::future::pending().await;
-    };
-    let mut was = false;
-    loop {
-        rx.borrow_and_update();
-        // kube-lease-manager sends only changes, and a watch channel keeps only the latest
-        // value: `true` after `true` means a `false` in between went unseen (the lease was
-        // lost and won back), so every `true` starts a term (see `leader`).
-        let now = h
-            .leader
-            .take_change(|| begin_term(&h.records, &h.world, &h.queue));
-        h.metrics.leader(now);
-        if now {
-            tracing::info!(
-                identity = h.leader.identity(),
-                "became leader; re-deriving every decision"
-            );
-        } else if was {
-            tracing::warn!(
-                identity = h.leader.identity(),
-                "lost leadership; writes stop"
-            );
-        }
-        was = now;
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn housekeeping(h: Handles, resync: Duration) {
-    let mut last_resync = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let counts = h.records.lock().expect("records").counts();
-        h.metrics.decisions(&counts);
-        h.metrics.queue_depth(h.queue.len());
-        if h.leader.is_lapsed()
-            && h.leader
-                .end_lapse(|| begin_term(&h.records, &h.world, &h.queue))
-                .await
-        {
-            tracing::info!(
-                identity = h.leader.identity(),
-                "holding the lease again after a lapse; new term, re-deriving every decision"
-            );
-        }
-        if last_resync.elapsed() >= resync {
-            last_resync = tokio::time::Instant::now();
-            if h.leader.is_leader() {
-                requeue_all(&h);
-            }
-        }
-    }
-}
-
-async fn worker(
-    ctx: Arc<Ctx<KubeCluster>>,
-    leader: Arc<Leader>,
-    metrics: Arc<Metrics>,
-    backoff: Arc<Mutex<worker::Backoff>>,
-    panicked: Arc<Mutex<BTreeMap<String, String>>>,
-) {
-    while let Some(key) = ctx.queue.next().await {
-        if !leader.may_reconcile() {
-            // Followers keep caches warm; the new leader requeues everything when its term
-            // begins (and until then, nothing may act on the decisions of an earlier term).
-            ctx.queue.done(&key);
-            continue;
-        }
-        let span = tracing::info_span!("reconcile", %key);
-        let outcome =
-            tracing::Instrument::instrument(worker::reconcile_key(&ctx, &key), span).await;
-        // Always, whatever the outcome (a panic included): a key left "processing" would
-        // freeze its kind.
-        ctx.queue.done(&key);
-        let key_type = match &key {
-            Key::Template(_) => "template",
-            Key::Constraint { .. } => "constraint",
-        };
-        metrics.reconcile(key_type, outcome.label());
-        let retry = backoff.lock().expect("backoff").after(&key, &outcome);
-        if let worker::Outcome::Panicked(m) = &outcome {
-            panicked
-                .lock()
-                .expect("panicked keys")
-                .insert(key.to_string(), m.clone());
-        } else if matches!(outcome, worker::Outcome::Done(_)) {
-            panicked
-                .lock()
-                .expect("panicked keys")
-                .remove(&key.to_string());
-        }
-        match &outcome {
-            worker::Outcome::Done(_) => {}
-            worker::Outcome::Fenced => {
-                tracing::info!(%key, retry_in = ?retry, "a write was refused by the lease fence; retrying")
-            }
-            worker::Outcome::Failed(e) => {
-                tracing::warn!(%key, error = %e, retry_in = ?retry, "reconcile failed")
-            }
-            worker::Outcome::Panicked(m) => {
-                metrics.panic();
-                tracing::error!(%key, panic = %m, retry_in = ?retry, "reconcile panicked; retrying with backoff")
-            }
-        }
-        if let Some(d) = retry {
-            ctx.queue.add_after(key, d);
-        }
-    }
 }
 
 pub mod http;

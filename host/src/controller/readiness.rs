@@ -21,9 +21,9 @@
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
-use super::kube::{create_or_keep, vap_resource, vapb_resource};
 use super::leader::Leader;
 use super::reconcile::Probe;
+use super::resources::{create_or_keep, vap_resource, vapb_resource};
 use super::world::CrdInfo;
 use crate::snapshot;
 

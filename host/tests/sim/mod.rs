@@ -37,11 +37,12 @@
 //!   content of every VAP and binding equal to what the decision module makes of the final
 //!   objects, and every status matching (observed generation, generated or not).
 //!
-//! What the simulation replicates instead of running: the watch glue of `controller::kube`
-//! (which keys an event enqueues, how a relist replaces a cache) and the worker and
-//! leadership loops of `controller::mod` (done/requeue handling; `requeue_all` on becoming
-//! leader uses the controller's own `requeue_keys`). Both are small; they are copied here
-//! faithfully and marked.
+//! The library's own steps run here: each reconcile through `worker::reconcile_key`, the
+//! retry decision through `worker::Backoff`, cache updates through `Feed::replace` and
+//! `Feed::apply` (the watches' own), a new term through `controller::begin_term`, the resync
+//! through `controller::resync`. What remains replicated, marked where it is: the two
+//! three-line loop bodies around them (the leadership loop takes in the latest channel value
+//! and begins a term on `true`; a follower's worker hands a key straight back to the queue).
 
 #![allow(dead_code)] // each test binary uses a subset
 
@@ -60,7 +61,7 @@ use vapgen::controller::reconcile::{
 };
 use vapgen::controller::record::{Decision, Lookup, Records};
 use vapgen::controller::worker;
-use vapgen::controller::world::{self, CrdInfo, World, controller_of, watches};
+use vapgen::controller::world::{self, CrdInfo, World, controller_of};
 use vapgen::model::{
     BindingOutcome, Constraint, KindPlan, PolicyOutcome, Settings, TemplateDecision,
 };
@@ -1028,40 +1029,20 @@ impl Instance {
         }
     }
 
-    /// Keys a watch event enqueues: the real watches' mapping (`controller::kube::Feed::keys`).
-    fn keys(res: &Res, obj: &Value) -> Vec<Key> {
+    /// The real watches' feed of a resource.
+    fn feed(res: &Res) -> vapgen::controller::kube::Feed {
         use vapgen::controller::kube::Feed;
-        let feed = match res {
+        match res {
             Res::Templates => Feed::Templates,
             Res::Vaps => Feed::Vaps,
             Res::Vapbs => Feed::Vapbs,
             Res::Crds => Feed::Crds,
             Res::Constraints(kind) => Feed::Constraints { kind: kind.clone() },
-        };
-        feed.keys(obj)
-    }
-
-    fn cache<'a>(w: &'a mut World, res: &Res) -> &'a mut BTreeMap<String, Value> {
-        match res {
-            Res::Templates => &mut w.templates,
-            Res::Vaps => &mut w.vaps,
-            Res::Vapbs => &mut w.vapbs,
-            Res::Crds => unreachable!("CRDs are kept as CrdInfo"),
-            Res::Constraints(k) => w.constraints.entry(k.to_ascii_lowercase()).or_default(),
         }
     }
 
-    fn sync_name(res: &Res) -> String {
-        match res {
-            Res::Templates => watches::TEMPLATES.into(),
-            Res::Vaps => watches::VAPS.into(),
-            Res::Vapbs => watches::VAPBS.into(),
-            Res::Crds => watches::CRDS.into(),
-            Res::Constraints(k) => watches::constraints(k),
-        }
-    }
-
-    /// A (re)list: the cache becomes exactly `objs` (copied from `Watches::replace`).
+    /// A (re)list: the library's own step ([`Feed::replace`]); CRDs are static here, one
+    /// Established CRD per scenario kind.
     fn replace(&mut self, res: &Res, objs: Vec<Value>, kinds: &[String]) {
         self.listed.insert(res.clone());
         self.pending.insert(res.clone(), VecDeque::new());
@@ -1083,37 +1064,23 @@ impl Instance {
                     );
                     keys.push(Key::Template(k.to_ascii_lowercase()));
                 }
+                w.synced.insert(Self::feed(res).sync_name());
             } else {
-                let map = Self::cache(&mut w, res);
-                for old in map.values() {
-                    keys.extend(Self::keys(res, old));
-                }
-                map.clear();
-                for o in objs {
-                    keys.extend(Self::keys(res, &o));
-                    map.insert(snapshot::name_of(&o).to_string(), o);
-                }
+                keys = Self::feed(res).replace(&mut w, objs);
             }
-            w.synced.insert(Self::sync_name(res));
         }
         for k in keys {
             self.ctx.queue.add(k);
         }
     }
 
-    /// One watch event (copied from `Watches::upsert`).
+    /// One watch event: the library's own step ([`Feed::apply`]).
     fn deliver(&mut self, ev: Ev) {
-        let keys = Self::keys(&ev.res, &ev.obj);
-        {
-            let mut w = self.ctx.world.write().expect("world");
-            let map = Self::cache(&mut w, &ev.res);
-            let name = snapshot::name_of(&ev.obj).to_string();
-            if ev.deleted {
-                map.remove(&name);
-            } else {
-                map.insert(name, ev.obj);
-            }
-        }
+        let keys = Self::feed(&ev.res).apply(
+            &mut self.ctx.world.write().expect("world"),
+            ev.obj,
+            ev.deleted,
+        );
         for k in keys {
             self.ctx.queue.add(k);
         }

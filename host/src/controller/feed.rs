@@ -1,0 +1,464 @@
+//! The watches that feed the [`World`]: one per shared resource, one per Established
+//! constraint kind, each supervised (one that ends or panics fails `/healthz`). A relist
+//! replaces its cache and is the only news of deletions missed while the watch was down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::watcher;
+use serde_json::Value;
+use tokio::task::AbortHandle;
+
+use super::queue::{Key, Queue};
+use super::world::{CrdInfo, World, controller_of, watches};
+use crate::snapshot;
+
+use super::resources::{
+    constraint_resource, crd_resource, template_resource, vap_resource, vapb_resource,
+};
+
+/// Which cache a watch feeds.
+#[derive(Clone, Debug)]
+pub enum Feed {
+    /// ConstraintTemplates.
+    Templates,
+    /// ValidatingAdmissionPolicies.
+    Vaps,
+    /// ValidatingAdmissionPolicyBindings.
+    Vapbs,
+    /// Constraint CRDs.
+    Crds,
+    /// The constraints of one kind.
+    Constraints {
+        /// Exact-case kind.
+        kind: String,
+    },
+}
+
+impl Feed {
+    /// The name under which [`World::synced`] records this feed's first list.
+    pub fn sync_name(&self) -> String {
+        match self {
+            Feed::Templates => watches::TEMPLATES.into(),
+            Feed::Vaps => watches::VAPS.into(),
+            Feed::Vapbs => watches::VAPBS.into(),
+            Feed::Crds => watches::CRDS.into(),
+            Feed::Constraints { kind } => watches::constraints(kind),
+        }
+    }
+
+    fn map<'a>(&self, w: &'a mut World) -> &'a mut BTreeMap<String, Value> {
+        match self {
+            Feed::Templates => &mut w.templates,
+            Feed::Vaps => &mut w.vaps,
+            Feed::Vapbs => &mut w.vapbs,
+            Feed::Crds => unreachable!("CRDs are kept as CrdInfo"),
+            Feed::Constraints { kind } => {
+                w.constraints.entry(kind.to_ascii_lowercase()).or_default()
+            }
+        }
+    }
+
+    /// A (re)list of a feed other than CRDs, as a pure step on the caches: the cache becomes
+    /// exactly `objs` and is marked synced; returns the keys to queue (those of the objects
+    /// before and after, so a deletion missed while the watch was down is reconciled). The
+    /// watches and the schedule-exploration simulator both run it.
+    pub fn replace(&self, w: &mut World, objs: Vec<Value>) -> Vec<Key> {
+        let mut keys = Vec::new();
+        let map = self.map(w);
+        for old in map.values() {
+            keys.extend(self.keys(old));
+        }
+        map.clear();
+        for o in objs {
+            keys.extend(self.keys(&o));
+            map.insert(snapshot::name_of(&o).to_string(), o);
+        }
+        w.synced.insert(self.sync_name());
+        keys
+    }
+
+    /// One watch event of a feed other than CRDs, as a pure step on the caches; returns the
+    /// keys to queue. The watches and the simulator both run it.
+    pub fn apply(&self, w: &mut World, obj: Value, deleted: bool) -> Vec<Key> {
+        let keys = self.keys(&obj);
+        let map = self.map(w);
+        let name = snapshot::name_of(&obj).to_string();
+        if deleted {
+            map.remove(&name);
+        } else {
+            map.insert(name, obj);
+        }
+        keys
+    }
+
+    /// The keys an object's change affects (also used by the schedule-exploration simulator,
+    /// so that it enqueues exactly what the real watches do).
+    pub fn keys(&self, obj: &Value) -> Vec<Key> {
+        let name = snapshot::name_of(obj).to_string();
+        match self {
+            Feed::Templates => vec![Key::Template(name)],
+            Feed::Constraints { kind } => vec![Key::Constraint {
+                kind: kind.clone(),
+                name,
+            }],
+            Feed::Vaps => match controller_of(obj) {
+                Some(c) if c.api_version.starts_with(snapshot::TEMPLATE_GROUP) => {
+                    vec![Key::Template(c.name)]
+                }
+                _ => name
+                    .strip_prefix("gatekeeper-")
+                    .map(|t| vec![Key::Template(t.to_string())])
+                    .unwrap_or_default(),
+            },
+            Feed::Vapbs => match controller_of(obj) {
+                Some(c) if c.api_version.starts_with(snapshot::CONSTRAINT_GROUP) => {
+                    vec![Key::Constraint {
+                        kind: c.kind,
+                        name: c.name,
+                    }]
+                }
+                _ => vec![],
+            },
+            Feed::Crds => vec![],
+        }
+    }
+}
+
+/// Shared state of the watch tasks.
+#[derive(Clone)]
+pub struct Watches {
+    client: kube::Client,
+    world: Arc<RwLock<World>>,
+    queue: Queue,
+    kinds: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    shared: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Where a watch that ends or panics is recorded (`/healthz` fails).
+    dead: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watches {
+    /// Starts the shared watches; constraint watches start as their CRDs become Established.
+    /// Each runs supervised: one that ends or panics is named in `dead`.
+    pub fn start(
+        client: kube::Client,
+        world: Arc<RwLock<World>>,
+        queue: Queue,
+        dead: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
+        let w = Watches {
+            client,
+            world,
+            queue,
+            kinds: Arc::default(),
+            shared: Arc::default(),
+            dead,
+        };
+        let handles = vec![
+            w.spawn(Feed::Templates, template_resource()),
+            w.spawn(Feed::Vaps, vap_resource()),
+            w.spawn(Feed::Vapbs, vapb_resource()),
+            w.spawn(Feed::Crds, crd_resource()),
+        ];
+        *w.shared.lock().expect("watches") = handles;
+        w
+    }
+
+    /// Stops every watch.
+    pub fn stop(&self) {
+        for h in self.shared.lock().expect("watches").drain(..) {
+            h.abort();
+        }
+        for (_, h) in self.kinds.lock().expect("kinds").drain() {
+            h.abort();
+        }
+    }
+
+    fn spawn(&self, feed: Feed, ar: ApiResource) -> AbortHandle {
+        let this = self.clone();
+        let name = format!("watch {}", feed.sync_name());
+        super::runner::supervise(&self.dead, &self.queue, &name, async move {
+            this.run(feed, ar).await
+        })
+        .abort_handle()
+    }
+
+    async fn run(&self, feed: Feed, ar: ApiResource) {
+        use kube::runtime::WatchStreamExt;
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        // kube-runtime's default backoff (exponential with jitter, reset on success) instead
+        // of a fixed retry: a missing CRD or an unreachable server is not hammered.
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut buffer: Option<Vec<Value>> = None;
+        // The first error of a run of failures is a warning (with what to do); repeats are
+        // debug until the watch works again.
+        let mut failing = false;
+        let name = feed.sync_name();
+        let to_value = |o: &DynamicObject| match serde_json::to_value(o) {
+            Ok(v) => Some(super::world::without_managed_fields(v)),
+            Err(e) => {
+                tracing::warn!(watch = %name, object = ?o.metadata.name, error = %e, "cannot read a watched object; skipped");
+                None
+            }
+        };
+        while let Some(ev) = stream.next().await {
+            if ev.is_ok() && failing {
+                failing = false;
+                tracing::info!(watch = %name, "watch works again");
+            }
+            match ev {
+                Ok(watcher::Event::Init) => buffer = Some(Vec::new()),
+                Ok(watcher::Event::InitApply(o)) => {
+                    if let (Some(b), Some(v)) = (buffer.as_mut(), to_value(&o)) {
+                        b.push(v);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let objs = buffer.take().unwrap_or_default();
+                    self.replace(&feed, objs);
+                }
+                Ok(watcher::Event::Apply(o)) => {
+                    if let Some(v) = to_value(&o) {
+                        self.upsert(&feed, v, false);
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    if let Some(v) = to_value(&o) {
+                        self.upsert(&feed, v, true);
+                    }
+                }
+                Err(e) if failing => {
+                    tracing::debug!(watch = %name, error = %e, "watch still failing; retrying with backoff");
+                }
+                Err(e) => {
+                    failing = true;
+                    tracing::warn!(watch = %name, error = %e, "watch failed; retrying with backoff. {}", watch_remedy(&feed, &e));
+                }
+            }
+        }
+    }
+
+    /// A (re)list completed: the cache becomes exactly the listed objects.
+    fn replace(&self, feed: &Feed, objs: Vec<Value>) {
+        if let Feed::Crds = feed {
+            // A relist (after a 410 Gone or a broken watch) is the only news of CRDs
+            // deleted while the watch was down: every known kind not in the list is gone.
+            let listed: std::collections::HashSet<String> = objs
+                .iter()
+                .filter_map(crd_info)
+                .map(|i| i.kind.to_ascii_lowercase())
+                .collect();
+            let known: Vec<String> = {
+                let w = self.world.read().expect("world");
+                w.crds.values().map(|c| c.kind.clone()).collect()
+            };
+            for kind in known {
+                if !listed.contains(&kind.to_ascii_lowercase()) {
+                    self.crd_gone(&kind);
+                }
+            }
+            for o in objs {
+                self.crd_event(o, false);
+            }
+            self.world
+                .write()
+                .expect("world")
+                .synced
+                .insert(feed.sync_name());
+            return;
+        }
+        let keys = feed.replace(&mut self.world.write().expect("world"), objs);
+        for k in keys {
+            self.queue.add(k);
+        }
+    }
+
+    fn upsert(&self, feed: &Feed, obj: Value, deleted: bool) {
+        if let Feed::Crds = feed {
+            self.crd_event(obj, deleted);
+            return;
+        }
+        let keys = feed.apply(&mut self.world.write().expect("world"), obj, deleted);
+        for k in keys {
+            self.queue.add(k);
+        }
+    }
+
+    fn crd_event(&self, obj: Value, deleted: bool) {
+        let Some(info) = crd_info(&obj) else {
+            return;
+        };
+        if deleted {
+            self.crd_gone(&info.kind);
+            return;
+        }
+        let key = info.kind.to_ascii_lowercase();
+        let start = info.established && !self.kinds.lock().expect("kinds").contains_key(&key);
+        let ar = constraint_resource(&info.kind, &info.plural);
+        let kind = info.kind.clone();
+        self.world
+            .write()
+            .expect("world")
+            .crds
+            .insert(key.clone(), info);
+        if start {
+            let h = self.spawn(Feed::Constraints { kind }, ar);
+            self.kinds.lock().expect("kinds").insert(key.clone(), h);
+        }
+        self.queue.add(Key::Template(key));
+    }
+
+    /// The constraint CRD of `kind` is gone: its watch stops and its constraints leave the
+    /// cache (an empty, synced cache), and the template and every constraint are requeued.
+    fn crd_gone(&self, kind: &str) {
+        let key = kind.to_ascii_lowercase();
+        if let Some(h) = self.kinds.lock().expect("kinds").remove(&key) {
+            h.abort();
+        }
+        let mut requeue = vec![Key::Template(key.clone())];
+        {
+            let mut w = self.world.write().expect("world");
+            w.crds.remove(&key);
+            if let Some(m) = w.constraints.insert(key.clone(), BTreeMap::new()) {
+                requeue.extend(m.into_keys().map(|name| Key::Constraint {
+                    kind: kind.to_string(),
+                    name,
+                }));
+            }
+            w.synced.insert(watches::constraints(kind));
+        }
+        for k in requeue {
+            self.queue.add(k);
+        }
+    }
+}
+
+/// What to do about a failing watch, for the log line.
+fn watch_remedy(feed: &Feed, e: &watcher::Error) -> &'static str {
+    let missing = matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 404);
+    match feed {
+        Feed::Templates if missing => {
+            "The ConstraintTemplate CRD (templates.gatekeeper.sh) is not installed: install Gatekeeper, or apply deploy/crds/constrainttemplates.yaml for standalone mode"
+        }
+        _ if missing => "The resource is not served (yet): its CRD is missing or not Established",
+        _ => {
+            "Check that the API server is reachable (its URL is in the start-up log line) and that vapgen's RBAC allows list and watch"
+        }
+    }
+}
+
+/// What the controller keeps of a constraint CRD (`None` for other CRDs).
+pub fn crd_info(obj: &Value) -> Option<CrdInfo> {
+    if obj.pointer("/spec/group").and_then(Value::as_str) != Some(snapshot::CONSTRAINT_GROUP) {
+        return None;
+    }
+    let kind = obj
+        .pointer("/spec/names/kind")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())?
+        .to_string();
+    let key = kind.to_ascii_lowercase();
+    Some(CrdInfo {
+        plural: obj
+            .pointer("/spec/names/plural")
+            .and_then(Value::as_str)
+            .unwrap_or(&key)
+            .to_string(),
+        kind,
+        established: obj
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.get("type").and_then(Value::as_str) == Some("Established")
+                        && c.get("status").and_then(Value::as_str) == Some("True")
+                })
+            }),
+        uid: obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        template_generation: obj
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                super::crds::TEMPLATE_GENERATION_ANNOTATION.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok()),
+        template_owner: controller_of(obj)
+            .filter(|c| c.api_version.starts_with(snapshot::TEMPLATE_GROUP))
+            .map(|c| c.name),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(kind: &str) -> Value {
+        serde_json::json!({
+            "metadata": {"name": format!("{}.{}", kind.to_ascii_lowercase(), snapshot::CONSTRAINT_GROUP), "uid": format!("uid-{kind}")},
+            "spec": {"group": snapshot::CONSTRAINT_GROUP, "names": {"kind": kind, "plural": kind.to_ascii_lowercase()}},
+            // Not Established: no constraint watch is started (nothing to connect to here).
+            "status": {"conditions": [{"type": "Established", "status": "False"}]}
+        })
+    }
+
+    /// A relist of CRDs (after a 410 Gone) drops the kinds that are no longer listed: the
+    /// deletion event was lost with the watch, and the list is the only news of it.
+    #[tokio::test]
+    async fn a_crd_relist_forgets_kinds_deleted_while_the_watch_was_down() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let world: Arc<RwLock<World>> = Arc::default();
+        let queue = Queue::default();
+        let w = Watches {
+            client,
+            world: world.clone(),
+            queue: queue.clone(),
+            kinds: Arc::default(),
+            shared: Arc::default(),
+            dead: Arc::default(),
+        };
+        w.replace(&Feed::Crds, vec![crd("Kept"), crd("Gone")]);
+        world
+            .write()
+            .expect("world")
+            .constraints
+            .entry("gone".into())
+            .or_default()
+            .insert("c1".into(), serde_json::json!({"metadata": {"name": "c1"}}));
+        while let Some(k) = queue.try_next() {
+            queue.done(&k);
+        }
+
+        w.replace(&Feed::Crds, vec![crd("Kept")]);
+        let wr = world.read().expect("world");
+        assert!(wr.crds.contains_key("kept"));
+        assert!(!wr.crds.contains_key("gone"), "{:?}", wr.crds.keys());
+        assert!(wr.constraints["gone"].is_empty());
+        drop(wr);
+        let mut keys = Vec::new();
+        while let Some(k) = queue.try_next() {
+            keys.push(k.to_string());
+            queue.done(&k);
+        }
+        assert!(keys.contains(&"template/gone".to_string()), "{keys:?}");
+        assert!(keys.contains(&"Gone/c1".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn crd_info_reads_only_constraint_crds() {
+        assert!(crd_info(&crd("K")).is_some_and(|i| i.kind == "K" && !i.established));
+        let mut other = crd("K");
+        other["spec"]["group"] = "example.com".into();
+        assert!(crd_info(&other).is_none());
+    }
+}
