@@ -133,11 +133,11 @@ fn print_plan(plan: &KindPlan) {
 fn print_objects(plan: &KindPlan) -> Result<(), String> {
     let mut out = Vec::new();
     if let PolicyOutcome::Desired(json) = &plan.policy {
-        out.push(render::policy_object(json, &plan.policy_name)?);
+        out.push(render::policy_object(json, &plan.policy_name).map_err(|e| e.to_string())?);
     }
     for b in &plan.bindings {
         if let BindingOutcome::Bind(spec) = &b.outcome {
-            out.push(render::binding_object(spec, None)?);
+            out.push(render::binding_object(spec, None).map_err(|e| e.to_string())?);
         }
     }
     print!("{}", render::to_yaml_stream(&out));

@@ -153,7 +153,7 @@ fn plan_one(
     if let PolicyOutcome::Desired(json) = &plan.policy {
         match render::policy_object(json, &plan.policy_name) {
             Ok(v) => report.policy = Some(v),
-            Err(e) => report.policy_problem = Some(e),
+            Err(e) => report.policy_problem = Some(e.to_string()),
         }
     }
     for (b, src) in plan.bindings.iter().zip(constraints) {
@@ -172,7 +172,7 @@ fn plan_one(
             let owner = Owner::constraint(&plan.kind, &b.constraint, uid);
             match render::binding_object(spec, Some(&owner)) {
                 Ok(v) => br.object = Some(v),
-                Err(e) => br.problem = Some(e),
+                Err(e) => br.problem = Some(e.to_string()),
             }
         }
         report.bindings.push(br);

@@ -49,7 +49,7 @@ impl Owner {
 
 /// Builds the binding object for a plan's [`BindingSpec`]. The owner reference is set when an
 /// owner with a UID is known (offline plans have none).
-pub fn binding_object(spec: &BindingSpec, owner: Option<&Owner>) -> Result<Value, String> {
+pub fn binding_object(spec: &BindingSpec, owner: Option<&Owner>) -> Result<Value, RenderError> {
     let mut metadata = Map::new();
     metadata.insert("name".into(), Value::String(spec.name.clone()));
     if let Some(o) = owner.filter(|o| !o.uid.is_empty()) {
@@ -89,38 +89,76 @@ pub fn binding_object(spec: &BindingSpec, owner: Option<&Owner>) -> Result<Value
     }))
 }
 
-fn parse_selector(s: &str, field: &str) -> Result<Value, String> {
+/// What is wrong with an object a decision module returned (the module is untrusted input:
+/// its text is checked before it becomes an API object).
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A selector (`objectSelector`, `namespaceSelector`) or the policy is not JSON.
+    #[error("the module returned a {what} that is not JSON: {source}")]
+    NotJson {
+        /// What it was meant to be.
+        what: &'static str,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A selector that is JSON but not an object.
+    #[error("the module returned a {0} that is not an object")]
+    NotAnObject(&'static str),
+    /// The policy is not a v1 ValidatingAdmissionPolicy.
+    #[error("the module returned {api_version:?}/{kind:?}, expected {ADMISSION_V1} {VAP_KIND}")]
+    WrongKind {
+        /// Its `apiVersion`.
+        api_version: Option<String>,
+        /// Its `kind`.
+        kind: Option<String>,
+    },
+    /// The policy's name is not the one the plan gave.
+    #[error("the module returned a policy named {found:?}, expected {expected:?}")]
+    WrongName {
+        /// Its `metadata.name`.
+        found: Option<String>,
+        /// The plan's policy name.
+        expected: String,
+    },
+    /// The policy has no `spec` object.
+    #[error("the module returned a policy without spec")]
+    NoSpec,
+}
+
+fn parse_selector(s: &str, field: &'static str) -> Result<Value, RenderError> {
     match serde_json::from_str::<Value>(s) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(format!(
-            "the module returned a {field} that is not an object"
-        )),
-        Err(e) => Err(format!(
-            "the module returned a {field} that is not JSON: {e}"
-        )),
+        Ok(_) => Err(RenderError::NotAnObject(field)),
+        Err(source) => Err(RenderError::NotJson {
+            what: field,
+            source,
+        }),
     }
 }
 
 /// Parses and checks the policy JSON a module returned: it must be a v1 VAP named `name`.
-pub fn policy_object(json: &str, name: &str) -> Result<Value, String> {
-    let v: Value = serde_json::from_str(json)
-        .map_err(|e| format!("the module returned a policy that is not JSON: {e}"))?;
-    let av = v.get("apiVersion").and_then(Value::as_str);
-    let kind = v.get("kind").and_then(Value::as_str);
-    let n = v.pointer("/metadata/name").and_then(Value::as_str);
-    if av != Some(ADMISSION_V1) || kind != Some(VAP_KIND) {
-        return Err(format!(
-            "the module returned {:?}/{:?}, expected {ADMISSION_V1} {VAP_KIND}",
-            av, kind
-        ));
+pub fn policy_object(json: &str, name: &str) -> Result<Value, RenderError> {
+    let v: Value = serde_json::from_str(json).map_err(|source| RenderError::NotJson {
+        what: "policy",
+        source,
+    })?;
+    let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
+    let (av, kind, n) = (text("/apiVersion"), text("/kind"), text("/metadata/name"));
+    if av.as_deref() != Some(ADMISSION_V1) || kind.as_deref() != Some(VAP_KIND) {
+        return Err(RenderError::WrongKind {
+            api_version: av,
+            kind,
+        });
     }
-    if n != Some(name) {
-        return Err(format!(
-            "the module returned a policy named {n:?}, expected {name:?}"
-        ));
+    if n.as_deref() != Some(name) {
+        return Err(RenderError::WrongName {
+            found: n,
+            expected: name.into(),
+        });
     }
     if !v.get("spec").is_some_and(Value::is_object) {
-        return Err("the module returned a policy without spec".into());
+        return Err(RenderError::NoSpec);
     }
     Ok(v)
 }
@@ -256,7 +294,12 @@ mod tests {
     fn garbage_from_a_module_is_an_error() {
         let mut s = spec();
         s.object_selector = Some("not json".into());
-        assert!(binding_object(&s, None).unwrap_err().contains("not JSON"));
+        assert!(
+            binding_object(&s, None)
+                .unwrap_err()
+                .to_string()
+                .contains("not JSON")
+        );
         assert!(policy_object("{}", "x").is_err());
         assert!(
             policy_object(
@@ -264,6 +307,7 @@ mod tests {
                 "x"
             )
             .unwrap_err()
+            .to_string()
             .contains("named")
         );
     }
