@@ -272,6 +272,25 @@ impl<C: Cluster> Ctx<C> {
             }
             return;
         }
+        // Read-your-writes, as for VAPs and bindings: a reconcile of the same object that runs
+        // before the watch delivers the new status must not write it again (with 2,000
+        // constraints created live, 0.47 extra status writes per constraint came from that).
+        {
+            let mut w = self.world.write().expect("world lock");
+            let cached = match target {
+                StatusTarget::Template(n) => w.templates.get_mut(n),
+                StatusTarget::Constraint { kind, name } => w
+                    .constraints
+                    .get_mut(&kind.to_ascii_lowercase())
+                    .and_then(|m| m.get_mut(name)),
+            };
+            if let Some(Value::Object(o)) = cached {
+                let st = o.entry("status").or_insert_with(|| json!({}));
+                if let Value::Object(st) = st {
+                    st.insert("vapgen".into(), without_nulls(&status));
+                }
+            }
+        }
         // Error states entered and left, once each (the status write happens only on change).
         let state = status.get("state").and_then(Value::as_str).unwrap_or("");
         let was = live
