@@ -239,11 +239,17 @@ impl Parser<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value, ParseError> {
+        /// Objects with at least this many members get a key index.
+        const INDEX_OBJECTS_FROM: usize = 16;
         if depth > MAX_DEPTH {
             return Err(self.error("nesting too deep"));
         }
         self.pos += 1; // '{'
         let mut members: Vec<(String, Value)> = Vec::new();
+        // Duplicate keys: the last value wins, in the first key's place (as serde_json's
+        // preserve_order map). A linear scan for small objects; an index once an object is
+        // large, so that an object of N keys is not O(N²) (a module gets untrusted input).
+        let mut index: Option<std::collections::BTreeMap<String, usize>> = None;
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -262,9 +268,27 @@ impl Parser<'_> {
             self.pos += 1;
             self.skip_ws();
             let value = self.value(depth)?;
-            match members.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => members.push((key, value)),
+            if index.is_none() && members.len() >= INDEX_OBJECTS_FROM {
+                index = Some(
+                    members
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (k.clone(), i))
+                        .collect(),
+                );
+            }
+            let found = match &index {
+                Some(ix) => ix.get(&key).copied(),
+                None => members.iter().position(|(k, _)| *k == key),
+            };
+            match found {
+                Some(i) => members[i].1 = value,
+                None => {
+                    if let Some(ix) = index.as_mut() {
+                        ix.insert(key.clone(), members.len());
+                    }
+                    members.push((key, value));
+                }
             }
             self.skip_ws();
             match self.peek() {
@@ -463,6 +487,24 @@ fn write_string(out: &mut String, s: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn duplicate_keys_in_large_objects_keep_the_first_place_and_the_last_value() {
+        let mut text = String::from("{");
+        for i in 0..40 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        text.push_str("\"k3\":\"last\",\"k39\":0,\"new\":1}");
+        let v = super::parse(&text).expect("json");
+        let super::Value::Object(m) = v else {
+            panic!("an object")
+        };
+        assert_eq!(m.len(), 41);
+        assert_eq!(m[3].0, "k3");
+        assert_eq!(m[3].1, super::Value::String("last".into()));
+        assert_eq!(m[39].1, super::Value::Number("0".into()));
+        assert_eq!(m[40].0, "new");
+    }
+
     use super::*;
 
     fn roundtrip(s: &str) -> String {
