@@ -12,6 +12,9 @@
 //! * `a_paused_leader_writes_nothing_when_it_resumes`: SIGSTOP the leader past its lease,
 //!   let another replica take over and write, SIGCONT: the resumed replica's own writes
 //!   counter (`/metrics`, `outcome="ok"`) does not move, while it does see work.
+//! * `the_only_replica_paused_past_its_lease_repairs_what_it_missed`: one replica, SIGSTOP
+//!   for two leases while constraints are created, SIGCONT: its lease has lapsed but nobody
+//!   took it; it refuses writes until it holds the lease again, then converges.
 //! * `restarting_every_replica_with_500_bindings_writes_nothing`: 500 constraints over four
 //!   kinds; stop every replica and start new ones: zero deletes and zero rewrites of VAPs,
 //!   bindings and statuses (audit log).
@@ -909,6 +912,54 @@ async fn a_paused_leader_writes_nothing_when_it_resumes() {
         !leads(paused).await,
         "the resumed replica still thinks it leads"
     );
+    cleanup(&c, &kinds).await;
+}
+
+/// The only replica stopped past its lease while constraints are created (what a renewal
+/// slower than the lease does on a loaded API server): nobody takes the lease over, and the
+/// replica's lease manager still says "leader" when it resumes. Its fence finds the lease
+/// expired and refuses writes; once it holds the lease again it begins a new term and writes
+/// every binding it missed. (Before, writes refused in that window were dropped as if done,
+/// and bindings stayed missing with an empty queue until a restart.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_replica_paused_past_its_lease_repairs_what_it_missed() {
+    let _serial = SERIAL.lock().await;
+    let c = client().await;
+    prepare(&c).await;
+    let lease = unique("vapgen-lapse-");
+    let kind = unique("K8sLapse");
+    let kinds = vec![kind.clone()];
+    let r = spawn(&lease, &format!("{lease}-only"));
+    wait_ready(std::slice::from_ref(&r)).await;
+    apply_retry(&c, &templates(), &template(&kind, Some(true))).await;
+    for i in 0..3 {
+        let name = format!("c{i}");
+        apply_retry(&c, &constraints(&kind), &constraint(&kind, &name, "deny")).await;
+    }
+    converge(&c, &kinds, Duration::from_secs(60)).await;
+    assert!(leads(&r).await, "the only replica leads");
+    let refused_before = writes(&r, "not-leader").await.unwrap_or(0);
+
+    // Work in flight, then a stop longer than two leases; more work meanwhile.
+    for i in 3..23 {
+        let name = format!("c{i}");
+        apply_retry(&c, &constraints(&kind), &constraint(&kind, &name, "deny")).await;
+    }
+    signal(&r, "-STOP");
+    for i in 23..33 {
+        let name = format!("c{i}");
+        apply_retry(&c, &constraints(&kind), &constraint(&kind, &name, "warn")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_DURATION + 1)).await;
+    signal(&r, "-CONT");
+    let repaired = converge(&c, &kinds, Duration::from_secs(60)).await;
+    let refused = writes(&r, "not-leader").await.unwrap_or(0) - refused_before;
+    println!(
+        "lapse of the only replica: 30 constraints created around a {} s stop; converged {repaired:.2?} \
+         after SIGCONT; {refused} writes refused by the fence meanwhile (each retried)",
+        2 * LEASE_DURATION + 1
+    );
+    assert!(leads(&r).await, "the replica leads again");
     cleanup(&c, &kinds).await;
 }
 
