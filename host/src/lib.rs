@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+#[cfg(feature = "controller")]
 pub mod controller;
 pub mod manifest;
 pub mod planner;
