@@ -299,6 +299,25 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Exit status of a process whose reader went away (128 + SIGPIPE, as a shell reports a tool
+/// killed by SIGPIPE).
+const BROKEN_PIPE_EXIT: u8 = 141;
+
+/// Writes `text` to stdout. A reader that went away (`vapgen plan | head -1`) is not an
+/// error worth a message: the process stops quietly with [`BROKEN_PIPE_EXIT`] (Rust ignores
+/// SIGPIPE, and `print!` would panic instead). Other write errors are reported.
+fn emit(text: &str) -> Result<(), ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(ExitCode::from(BROKEN_PIPE_EXIT))
+        }
+        Err(e) => Err(fail(format!("cannot write to stdout: {e}"))),
+    }
+}
+
 fn plan(
     paths: &[PathBuf],
     no_summary: bool,
@@ -312,15 +331,18 @@ fn plan(
     let (objects, read_errors) = manifest::read_paths(paths);
     let inputs = planner::classify(objects);
     let report = planner::plan(&decider, &settings.settings(), &inputs);
-    print!("{}", render::to_yaml_stream(&report.objects()));
+    let mut out = render::to_yaml_stream(&report.objects());
     if !no_summary {
-        println!("---");
+        out.push_str("---\n");
         for line in report.summary().lines() {
-            println!("# {line}");
+            out.push_str(&format!("# {line}\n"));
         }
         for e in &read_errors {
-            println!("# ERROR: {e}");
+            out.push_str(&format!("# ERROR: {e}\n"));
         }
+    }
+    if let Err(code) = emit(&out) {
+        return code;
     }
     for e in &read_errors {
         eprintln!("error: {e}");
@@ -338,7 +360,9 @@ fn test(paths: &[PathBuf], verbose: bool, module: &ModuleArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let outcome = suite::run_paths(&decider, paths);
-    print!("{}", outcome.render(verbose));
+    if let Err(code) = emit(&outcome.render(verbose)) {
+        return code;
+    }
     if outcome.failed() > 0 || outcome.errors() > 0 {
         ExitCode::from(1)
     } else {
