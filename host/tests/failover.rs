@@ -137,45 +137,7 @@ async fn list(c: &kube::Client, r: &ApiResource) -> Vec<Value> {
 }
 
 async fn prepare(c: &kube::Client) {
-    let crd: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../deploy/crds/constrainttemplates.yaml"),
-        )
-        .expect("CRD file"),
-    )
-    .expect("CRD yaml");
-    apply(
-        c,
-        &ar(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-        ),
-        &crd,
-    )
-    .await
-    .expect("template CRD");
-    apply(
-        c,
-        &ar("", "v1", "Namespace", "namespaces"),
-        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await
-    .expect("namespace");
-    let start = Instant::now();
-    while c
-        .list_api_group_resources("templates.gatekeeper.sh/v1")
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "template CRD not served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    vapgen_tests::install_template_crd(c, NS).await;
 }
 
 fn unique(prefix: &str) -> String {

@@ -35,8 +35,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use serde_json::{Value, json};
 
@@ -115,48 +114,13 @@ fn default_vapgen() -> PathBuf {
 
 // === resources ===
 
-fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-fn templates() -> ApiResource {
-    ar(
-        "templates.gatekeeper.sh",
-        "v1",
-        "ConstraintTemplate",
-        "constrainttemplates",
-    )
-}
+use vapgen::controller::resources::{
+    crd_resource as crds, template_resource as templates, vap_resource as vaps,
+    vapb_resource as vapbs,
+};
+
 fn constraints(kind: &str) -> ApiResource {
-    ar(
-        "constraints.gatekeeper.sh",
-        "v1beta1",
-        kind,
-        &kind.to_ascii_lowercase(),
-    )
-}
-fn vaps() -> ApiResource {
-    ar(
-        "admissionregistration.k8s.io",
-        "v1",
-        "ValidatingAdmissionPolicy",
-        "validatingadmissionpolicies",
-    )
-}
-fn vapbs() -> ApiResource {
-    ar(
-        "admissionregistration.k8s.io",
-        "v1",
-        "ValidatingAdmissionPolicyBinding",
-        "validatingadmissionpolicybindings",
-    )
-}
-fn crds() -> ApiResource {
-    ar(
-        "apiextensions.k8s.io",
-        "v1",
-        "CustomResourceDefinition",
-        "customresourcedefinitions",
-    )
+    vapgen::controller::resources::constraint_resource(kind, &kind.to_ascii_lowercase())
 }
 
 fn kind_name(k: usize) -> String {
@@ -308,26 +272,7 @@ async fn cleanup(c: &kube::Client) {
 }
 
 async fn prepare(c: &kube::Client) {
-    let crd: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../deploy/crds/constrainttemplates.yaml"),
-        )
-        .expect("deploy/crds/constrainttemplates.yaml"),
-    )
-    .expect("CRD yaml");
-    apply(c, &crds(), &crd).await.expect("template CRD");
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
-    apply(c, &ar("", "v1", "Namespace", "namespaces"), &ns)
-        .await
-        .expect("namespace");
-    while c
-        .list_api_group_resources("templates.gatekeeper.sh/v1")
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    vapgen_tests::install_template_crd(c, NS).await;
 }
 
 // === the vapgen process ===

@@ -57,6 +57,49 @@ pub const TEST_NAMESPACE_LABEL: &str = "vapgen.test/ephemeral";
 
 // === clients ===
 
+/// Installs what `vapgen run` needs on a bare API server before it starts: the
+/// ConstraintTemplate CRD (`deploy/crds/constrainttemplates.yaml`) and the namespace
+/// `namespace` (its Lease, canary and Events live there); waits until the CRD is served.
+///
+/// # Panics
+///
+/// If the CRD file cannot be read or an apply fails, or the CRD is not served within 30 s.
+pub async fn install_template_crd(client: &Client, namespace: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/constrainttemplates.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let crd: serde_json::Value = serde_yaml::from_str(&text).expect("CRD yaml");
+    let name = crd["metadata"]["name"]
+        .as_str()
+        .expect("CRD name")
+        .to_string();
+    let pp = PatchParams::apply("vapgen-tests").force();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(&name, &pp, &Patch::Apply(&crd))
+        .await
+        .unwrap_or_else(|e| panic!("applying the ConstraintTemplate CRD: {e}"));
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    Api::<Namespace>::all(client.clone())
+        .patch(namespace, &pp, &Patch::Apply(&ns))
+        .await
+        .unwrap_or_else(|e| panic!("applying namespace {namespace}: {e}"));
+    let start = Instant::now();
+    while !client
+        .list_api_group_resources("templates.gatekeeper.sh/v1")
+        .await
+        .is_ok_and(|l| l.resources.iter().any(|r| r.name == "constrainttemplates"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the ConstraintTemplate CRD is not served after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The path of the admin kubeconfig written by `tests/control-plane/up`.
 ///
 /// # Panics

@@ -49,25 +49,7 @@ pub fn test_config(identity: &str) -> RunConfig {
 
 /// Installs the ConstraintTemplate CRD (deploy/crds) and the system namespace, idempotently.
 pub async fn prepare_cluster(client: &kube::Client) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/crds/constrainttemplates.yaml");
-    let crd: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read CRD")).expect("CRD yaml");
-    apply(client, &crd_resource(), &crd).await;
-    let ns =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}});
-    apply(client, &ns_resource(), &ns).await;
-    wait_for(
-        "the ConstraintTemplate CRD to be served",
-        Duration::from_secs(30),
-        || async {
-            client
-                .list_api_group_resources("templates.gatekeeper.sh/v1")
-                .await
-                .is_ok_and(|l| l.resources.iter().any(|r| r.name == "constrainttemplates"))
-        },
-    )
-    .await;
+    vapgen_tests::install_template_crd(client, SYSTEM_NAMESPACE).await;
 }
 
 struct Shared {
