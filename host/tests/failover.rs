@@ -261,21 +261,10 @@ impl Drop for Replica {
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
     let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-    })
-    .await
-    .ok()
-    .flatten()
+    tokio::task::spawn_blocking(move || vapgen_tests::http_get(port, &path))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Whether the replica says it leads (`/debug/records`).

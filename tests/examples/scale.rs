@@ -28,7 +28,6 @@
 //! still missing a binding or status at the end (0 when converged; non-zero after the timeout).
 //! Everything the benchmark made is deleted at the end and at the start.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -322,7 +321,7 @@ impl Vapgen {
 
     /// Sum of `vapgen_writes_total{outcome="ok"}` whose labels contain `filter`.
     fn writes_where(&self, filter: &str) -> u64 {
-        http_get(self.port, "/metrics")
+        vapgen_tests::http_get(self.port, "/metrics")
             .unwrap_or_default()
             .lines()
             .filter(|l| l.starts_with("vapgen_writes_total{") && l.contains("outcome=\"ok\""))
@@ -363,18 +362,6 @@ impl Drop for Vapgen {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
 // === measurements ===

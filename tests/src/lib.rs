@@ -57,6 +57,22 @@ pub const TEST_NAMESPACE_LABEL: &str = "vapgen.test/ephemeral";
 
 // === clients ===
 
+/// `GET path` on 127.0.0.1:`port` (a `vapgen run` process's `/metrics`, `/healthz`,
+/// `/debug/records`): the response body, or `None` if the server does not answer within
+/// a second or two. Blocking (call it from `spawn_blocking` in async code).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
 /// Installs what `vapgen run` needs on a bare API server before it starts: the
 /// ConstraintTemplate CRD (`deploy/crds/constrainttemplates.yaml`) and the namespace
 /// `namespace` (its Lease, canary and Events live there); waits until the CRD is served.
