@@ -300,16 +300,24 @@ impl Watches {
         let start = info.established && !self.kinds.lock().expect("kinds").contains_key(&key);
         let ar = constraint_resource(&info.kind, &info.plural);
         let kind = info.kind.clone();
-        self.world
+        // Only a change of what the controller keeps (Established, UID, plural, the template
+        // generation and owner) concerns the template: the API server's other status updates
+        // of a new CRD (NamesAccepted, …) would re-run its reconcile — and re-send a VAP the
+        // API server keeps rejecting — for nothing.
+        let changed = self
+            .world
             .write()
             .expect("world")
             .crds
-            .insert(key.clone(), info);
+            .insert(key.clone(), info.clone())
+            .is_none_or(|old| old != info);
         if start {
             let h = self.spawn(Feed::Constraints { kind }, ar);
             self.kinds.lock().expect("kinds").insert(key.clone(), h);
         }
-        self.queue.add(Key::Template(key));
+        if changed {
+            self.queue.add(Key::Template(key));
+        }
     }
 
     /// The constraint CRD of `kind` is gone: its watch stops and its constraints leave the
