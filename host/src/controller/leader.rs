@@ -135,6 +135,11 @@ impl Leader {
         };
         match api.get(name).await {
             Ok(l) if holds(&l, &self.identity) => {
+                // One step, under the lock `may_reconcile` takes (as `take_change` does): a
+                // worker must not see the requeued keys while the lapse still stands — it
+                // would drop them as a follower does, and nothing would requeue them again
+                // (found by the real-API-server test of a lapse: 13 bindings stayed missing).
+                let _term = self.term.as_ref().map(|t| t.lock().expect("leader lock"));
                 begin_term();
                 *self.verified_at.lock().expect("leader lock") = Some(Instant::now());
                 self.lapsed.store(false, Ordering::SeqCst);
