@@ -256,7 +256,8 @@ impl KubeCluster {
     }
 
     /// One write of `obj`: from `known` (the cache's word) on a first attempt, else after a
-    /// read from the API server.
+    /// read from the API server. Absent: a create (409 AlreadyExists if the cache or the read
+    /// was stale; the caller reads again). Present: the repair below.
     async fn apply_once(
         &self,
         api: &Api<DynamicObject>,
@@ -264,51 +265,35 @@ impl KubeCluster {
         obj: &Value,
         known: Option<Option<Value>>,
     ) -> Result<Value, ApiError> {
-        let name = name.to_string();
+        let other = |e: serde_json::Error| ApiError::Other(e.to_string());
         let live = match known {
-            Some(Some(cached)) => Some(
-                serde_json::from_value::<DynamicObject>(cached)
-                    .map_err(|e| ApiError::Other(e.to_string()))?,
-            ),
-            Some(None) => {
-                // Absent by the cache: a plain create (409 AlreadyExists if it is stale).
-                let o: DynamicObject = serde_json::from_value(obj.clone())
-                    .map_err(|e| ApiError::Other(e.to_string()))?;
-                let pp = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                };
-                let stored = api.create(&pp, &o).await.map_err(api_error)?;
-                return serde_json::to_value(&stored).map_err(|e| ApiError::Other(e.to_string()));
-            }
-            None => api.get_opt(&name).await.map_err(api_error)?,
+            Some(cached) => cached,
+            None => match api.get_opt(name).await.map_err(api_error)? {
+                Some(o) => Some(serde_json::to_value(&o).map_err(other)?),
+                None => None,
+            },
+        };
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
         };
         let stored = match live {
-            // Create with server-side apply.
             None => {
-                let pp = PatchParams::apply(FIELD_MANAGER).force();
-                api.patch(&name, &pp, &Patch::Apply(obj))
-                    .await
-                    .map_err(api_error)?
+                let o: DynamicObject = serde_json::from_value(obj.clone()).map_err(other)?;
+                api.create(&pp, &o).await
             }
             // Repair: the whole spec is vapgen's, whoever edited it since. Replacing it on a
             // copy of the live object (optimistic concurrency through its resourceVersion)
             // also removes list entries another field manager added, which an apply would
             // merge (e.g. a `Warn` added next to our `Deny`). Others' labels stay.
-            Some(live) => {
-                let mut v =
-                    serde_json::to_value(&live).map_err(|e| ApiError::Other(e.to_string()))?;
+            Some(mut v) => {
                 overlay(&mut v, obj);
-                let o: DynamicObject =
-                    serde_json::from_value(v).map_err(|e| ApiError::Other(e.to_string()))?;
-                let pp = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                };
-                api.replace(&name, &pp, &o).await.map_err(api_error)?
+                let o: DynamicObject = serde_json::from_value(v).map_err(other)?;
+                api.replace(name, &pp, &o).await
             }
-        };
-        serde_json::to_value(&stored).map_err(|e| ApiError::Other(e.to_string()))
+        }
+        .map_err(api_error)?;
+        serde_json::to_value(&stored).map_err(other)
     }
 
     async fn delete_once(
