@@ -1,4 +1,4 @@
-# Shared helpers for tests/control-plane/{up,down}. Sourced, not executed.
+# Shared helpers for tests/control-plane/{up,down,gatekeeper-up,gatekeeper-down}. Sourced, not executed.
 # shellcheck shell=bash
 
 cp_dir=${VAPGEN_CP_DIR:-/dev/shm/vapgen-cp}
@@ -52,10 +52,12 @@ stop_recorded() {
 	rm -f "$cp_dir/$name.pid"
 }
 
-# stop_all: stop what `up` recorded in $cp_dir (apiserver first) and remove its data.
+# stop_all: stop what `up` and `gatekeeper-up` recorded in $cp_dir (Gatekeeper, then the
+# apiserver, then etcd) and remove its data.
 stop_all() {
 	local etcd_data=
 	[[ -f $cp_dir/etcd-data-dir ]] && etcd_data=$(<"$cp_dir/etcd-data-dir")
+	stop_recorded gatekeeper
 	stop_recorded kube-apiserver
 	stop_recorded etcd
 	if [[ -n $etcd_data && $etcd_data == */vapgen-etcd.* ]]; then rm -rf -- "$etcd_data"; fi
