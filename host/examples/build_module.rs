@@ -10,8 +10,7 @@
 //! `target/guest-wasm`), then `wit_component::ComponentEncoder` (what `wasm-tools component new` does). Prints the
 //! core and component sizes and the component's sha256.
 
-#[path = "support/module_build.rs"]
-mod module_build;
+use vapgen_module_build as module_build;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

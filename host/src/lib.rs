@@ -19,6 +19,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "controller")]
+pub mod app;
 pub mod cli;
 #[cfg(feature = "controller")]
 pub mod controller;

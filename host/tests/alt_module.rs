@@ -3,8 +3,7 @@
 //! (`Runtime::load_bytes`), and run its decision suite. Also shows that it differs from the
 //! bundled module exactly where it should, and nowhere else.
 
-#[path = "../examples/support/module_build.rs"]
-mod module_build;
+use vapgen_module_build as module_build;
 #[path = "../examples/support/vectors.rs"]
 #[allow(dead_code)]
 mod vectors;

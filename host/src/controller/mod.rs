@@ -288,7 +288,6 @@ pub async fn start(
         "housekeeping",
         runner::housekeeping(handles.clone(), cfg.resync),
     ));
-    let backoff: Arc<Mutex<worker::Backoff>> = Arc::default();
     for i in 0..cfg.workers.max(1) {
         tasks.push(runner::supervise(
             &dead,
@@ -298,7 +297,6 @@ pub async fn start(
                 ctx.clone(),
                 leader.clone(),
                 metrics.clone(),
-                backoff.clone(),
                 handles.panicked.clone(),
             ),
         ));

@@ -1,6 +1,7 @@
 //! The controller's long-running tasks: the leadership loop (every `true` starts a term),
-//! housekeeping (metrics, the end of a lapse, the resync) and the workers (each reconcile
-//! through [`super::worker::reconcile_key`], then the retry step), all supervised.
+//! housekeeping (metrics, the end of a lapse, the resync) and the workers (the library's
+//! [`super::worker::admit`], [`super::worker::reconcile_key`] and [`super::worker::finish`]
+//! steps, which the schedule explorer calls too, plus metrics and logs), all supervised.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -101,28 +102,21 @@ pub(super) async fn worker(
     ctx: Arc<Ctx<KubeCluster>>,
     leader: Arc<Leader>,
     metrics: Arc<Metrics>,
-    backoff: Arc<Mutex<worker::Backoff>>,
     panicked: Arc<Mutex<BTreeMap<String, String>>>,
 ) {
     while let Some(key) = ctx.queue.next().await {
-        if !leader.may_reconcile() {
-            // Followers keep caches warm; the new leader requeues everything when its term
-            // begins (and until then, nothing may act on the decisions of an earlier term).
-            ctx.queue.done(&key);
+        if !worker::admit(&leader, &ctx.queue, &key) {
             continue;
         }
         let span = tracing::info_span!("reconcile", %key);
         let outcome =
             tracing::Instrument::instrument(worker::reconcile_key(&ctx, &key), span).await;
-        // Always, whatever the outcome (a panic included): a key left "processing" would
-        // freeze its kind.
-        ctx.queue.done(&key);
+        let retry = worker::finish(&ctx.queue, &key, &outcome);
         let key_type = match &key {
             Key::Template(_) => "template",
             Key::Constraint { .. } => "constraint",
         };
         metrics.reconcile(key_type, outcome.label());
-        let retry = backoff.lock().expect("backoff").after(&key, &outcome);
         if let worker::Outcome::Panicked(m) = &outcome {
             panicked
                 .lock()
@@ -146,9 +140,6 @@ pub(super) async fn worker(
                 metrics.panic();
                 tracing::error!(%key, panic = %m, retry_in = ?retry, "reconcile panicked; retrying with backoff")
             }
-        }
-        if let Some(d) = retry {
-            ctx.queue.add_after(key, d);
         }
     }
 }

@@ -14,20 +14,19 @@
 //!   may not write, because it acts on decisions of the earlier term (found by the explorer:
 //!   a template reconcile in flight across a lapse deleted bindings while the new term's
 //!   record of the kind was still Unknown). Its write is refused like a fenced one.
-//! * [`Backoff`] decides when a key runs again: per key, exponential with jitter and a cap,
-//!   for every failed, fenced or panicked reconcile. A reconcile that ended in an error state
+//! * [`finish`] decides when a key runs again, through the queue's per-key backoff
+//!   (exponential with jitter and a cap) for every failed, fenced or panicked reconcile. A reconcile that ended in an error state
 //!   the API server will keep refusing (a 422) is not retried hot: its key waits for an input
 //!   change or the resync ([`Action::permanent_error`]).
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures::FutureExt;
 
-use super::queue::Key;
+use super::leader::Leader;
+use super::queue::{Key, Queue};
 use super::reconcile::{self, Action, Cluster, Ctx, ReconcileError};
 
 /// The running reconcile's fence state.
@@ -132,75 +131,33 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic with a non-string payload".into())
 }
 
-/// Per-key retry delays: `base · 2^(n-1)` for the n-th consecutive failure, capped, with
-/// jitter (a uniformly drawn delay in the upper half, so keys that failed together spread out).
-#[derive(Debug)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    failures: HashMap<Key, u32>,
+/// For the worker loop, before a reconcile: whether `key`, just handed out by the queue, may
+/// run. A follower (or a leader whose term has not begun, or whose lease lapsed) hands it
+/// straight back: the new leader requeues everything when its term begins, and until then
+/// nothing may act on the decisions of an earlier term.
+pub fn admit(leader: &Leader, queue: &Queue, key: &Key) -> bool {
+    if leader.may_reconcile() {
+        return true;
+    }
+    queue.done(key);
+    false
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new(Duration::from_millis(250), Duration::from_secs(60))
-    }
-}
-
-impl Backoff {
-    /// A backoff from `base` up to `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff {
-            base,
-            cap,
-            failures: HashMap::new(),
+/// For the worker loop, after a reconcile: marks `key` done whatever the outcome (a key left
+/// processing would freeze its kind), then schedules its next run in the queue: after the
+/// requested delay for a success (readiness polling), with the queue's backoff for a failed,
+/// fenced or panicked reconcile, never for a success or a permanent error (those wait for an
+/// input change or the resync). Returns the delay scheduled, if any.
+pub fn finish(queue: &Queue, key: &Key, outcome: &Outcome) -> Option<Duration> {
+    queue.done(key);
+    match outcome {
+        Outcome::Done(a) => {
+            queue.forget(key);
+            let d = a.requeue_after?;
+            queue.add_after(key.clone(), d);
+            Some(d)
         }
-    }
-
-    /// The delay before `key` runs again after one more failure (without jitter: the upper
-    /// bound of [`Backoff::fail`]'s delay).
-    fn ceiling(&self, n: u32) -> Duration {
-        let factor = 1u32 << n.saturating_sub(1).min(20);
-        self.base.saturating_mul(factor).min(self.cap)
-    }
-
-    /// Counts one more failure of `key` and returns its retry delay.
-    pub fn fail(&mut self, key: &Key) -> Duration {
-        let n = {
-            let n = self.failures.entry(key.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let ceiling = self.ceiling(n);
-        let half = ceiling / 2;
-        let jitter = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let extra = half.as_nanos() as u64;
-        half + Duration::from_nanos(if extra == 0 { 0 } else { jitter % (extra + 1) })
-    }
-
-    /// Forgets the failures of `key` (it succeeded).
-    pub fn succeed(&mut self, key: &Key) {
-        self.failures.remove(key);
-    }
-
-    /// Consecutive failures of `key`.
-    pub fn failures(&self, key: &Key) -> u32 {
-        self.failures.get(key).copied().unwrap_or(0)
-    }
-
-    /// What the worker does after `outcome`: the delay after which the key runs again, if
-    /// it does. A success forgets the key's failures; a permanent error waits for an input
-    /// change or the resync.
-    pub fn after(&mut self, key: &Key, outcome: &Outcome) -> Option<Duration> {
-        match outcome {
-            Outcome::Done(a) => {
-                self.succeed(key);
-                a.requeue_after
-            }
-            Outcome::Fenced | Outcome::Failed(_) | Outcome::Panicked(_) => Some(self.fail(key)),
-        }
+        Outcome::Fenced | Outcome::Failed(_) | Outcome::Panicked(_) => Some(queue.retry(key)),
     }
 }
 
@@ -215,68 +172,71 @@ mod tests {
         }
     }
 
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    #[tokio::test(start_paused = true)]
+    async fn fenced_failed_and_panicked_retry_success_and_permanent_errors_do_not() {
+        let q = Queue::default();
         let k = key();
-        let mut ceilings = Vec::new();
-        for n in 1..=8 {
-            let d = b.fail(&k);
-            let ceiling = b.ceiling(n);
-            assert!(
-                d <= ceiling && d >= ceiling / 2,
-                "{n}: {d:?} vs {ceiling:?}"
-            );
-            ceilings.push(ceiling.as_millis());
-        }
-        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
-        assert_eq!(b.failures(&k), 8);
-        b.succeed(&k);
-        assert_eq!(b.failures(&k), 0);
-        assert!(b.fail(&k) <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn jitter_spreads_keys_that_fail_together() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let delays: std::collections::BTreeSet<Duration> = (0..20)
-            .map(|i| {
-                b.fail(&Key::Constraint {
-                    kind: "K".into(),
-                    name: format!("c{i}"),
-                })
-            })
-            .collect();
-        assert!(delays.len() > 10, "{delays:?}");
-    }
-
-    #[test]
-    fn fenced_failed_and_panicked_retry_success_and_permanent_errors_do_not() {
-        let mut b = Backoff::default();
-        let k = key();
-        assert!(b.after(&k, &Outcome::Fenced).is_some());
-        assert!(b.after(&k, &Outcome::Panicked("boom".into())).is_some());
-        assert!(
-            b.after(&k, &Outcome::Failed(ReconcileError("x".into())))
-                .is_some()
-        );
-        assert_eq!(b.failures(&k), 3);
+        let take = || {
+            q.add(k.clone());
+            assert!(q.take(&k));
+        };
+        take();
+        assert!(finish(&q, &k, &Outcome::Fenced).is_some());
+        assert_eq!(q.delayed_keys(), vec![k.clone()]);
+        q.fire(&k);
+        assert!(q.take(&k));
+        assert!(finish(&q, &k, &Outcome::Panicked("boom".into())).is_some());
+        q.fire(&k);
+        assert!(q.take(&k));
+        assert!(finish(&q, &k, &Outcome::Failed(ReconcileError("x".into()))).is_some());
+        assert_eq!(q.failures(&k), 3);
+        q.fire(&k);
+        assert!(q.take(&k));
         let permanent = Action {
             permanent_error: Some("rejected".into()),
             ..Action::default()
         };
-        assert_eq!(b.after(&k, &Outcome::Done(permanent)), None);
-        assert_eq!(b.failures(&k), 0);
+        assert_eq!(finish(&q, &k, &Outcome::Done(permanent)), None);
+        assert_eq!(q.failures(&k), 0);
+        assert!(q.delayed_keys().is_empty() && q.is_empty(), "not retried");
+        take();
         let poll = Action {
             requeue_after: Some(Duration::from_millis(500)),
             ..Action::default()
         };
         assert_eq!(
-            b.after(&k, &Outcome::Done(poll)),
+            finish(&q, &k, &Outcome::Done(poll)),
             Some(Duration::from_millis(500))
         );
+        assert_eq!(q.delayed_keys(), vec![k.clone()]);
         assert_eq!(Outcome::Fenced.label(), "fenced");
         assert_eq!(Outcome::Panicked(String::new()).label(), "panic");
+    }
+
+    #[test]
+    fn a_follower_hands_keys_back() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let leader = Leader::with_lease("me", rx, std::sync::Arc::new(NoLease));
+        let q = Queue::default();
+        q.add(key());
+        assert!(q.take(&key()));
+        assert!(!admit(&leader, &q, &key()));
+        assert!(
+            q.ready_keys().is_empty() && q.longest_running().is_none(),
+            "done, not requeued"
+        );
+        tx.send(true).unwrap();
+        leader.take_change(|| {});
+        q.add(key());
+        assert!(q.take(&key()));
+        assert!(admit(&leader, &q, &key()));
+    }
+
+    struct NoLease;
+    impl super::super::leader::LeaseSource for NoLease {
+        fn read(&self) -> super::super::leader::LeaseFuture<'_> {
+            Box::pin(async { Err("unused".into()) })
+        }
     }
 
     #[test]

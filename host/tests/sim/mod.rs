@@ -37,12 +37,14 @@
 //!   content of every VAP and binding equal to what the decision module makes of the final
 //!   objects, and every status matching (observed generation, generated or not).
 //!
-//! The library's own steps run here: each reconcile through `worker::reconcile_key`, the
-//! retry decision through `worker::Backoff`, cache updates through `Feed::replace` and
-//! `Feed::apply` (the watches' own), a new term through `controller::begin_term`, the resync
-//! through `controller::resync`. What remains replicated, marked where it is: the two
-//! three-line loop bodies around them (the leadership loop takes in the latest channel value
-//! and begins a term on `true`; a follower's worker hands a key straight back to the queue).
+//! The library's own steps run here, none copied: each reconcile through `worker::admit`,
+//! `worker::reconcile_key` and `worker::finish` (the queue's own backoff and timers, which the
+//! scheduler fires), cache updates through `Feed::replace` and `Feed::apply` (the watches'
+//! own), leadership through the real `Leader` (the lease manager's channel is a real watch
+//! channel; the fence reads the simulated Lease through a `LeaseSource`; terms begin in
+//! `Leader::take_change` and `Leader::end_lapse` with `controller::begin_term`), the resync
+//! through `controller::resync`. What is modelled rather than run is the world: the API
+//! server, the lease manager's sends, and the passing of time.
 
 #![allow(dead_code)] // each test binary uses a subset
 
@@ -55,6 +57,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use vapgen::controller::leader::{Leader, LeaseFuture, LeaseSource};
 use vapgen::controller::queue::{Key, Queue};
 use vapgen::controller::reconcile::{
     ApiError, Cluster, Ctx, NoObserver, Probe, ReconcileConfig, StatusTarget, Target, Weakened,
@@ -841,6 +844,7 @@ impl Future for YieldOnce {
 pub struct SimCluster {
     api: Arc<Mutex<Api>>,
     me: usize,
+    leader: Arc<Leader>,
     records: Arc<Mutex<Records>>,
     probes: Mutex<HashMap<String, u32>>,
     probe_not_ready: u32,
@@ -857,15 +861,64 @@ impl SimCluster {
     /// records as they are when the request is sent: what licensed the write, for the
     /// checks (d) and (e) when it lands (possibly in a later term of the same replica,
     /// which the controller then notes as fenced).
-    fn send(&self) -> Result<Records, ApiError> {
-        self.api.lock().expect("api").fenced(self.me)?;
+    async fn send(&self) -> Result<Records, ApiError> {
+        if !self.leader.ensure().await {
+            return Err(ApiError::NotLeader);
+        }
         Ok(self.records.lock().expect("records").clone())
+    }
+}
+
+/// The simulated Lease as the fence reads it: held by the holder (renewed now), expired
+/// after a lapse (the lapsed replica's renewal is a second past its 15 s), or free.
+struct SimLease(Arc<Mutex<Api>>);
+
+/// The identity of replica `id`.
+fn identity(id: usize) -> String {
+    format!("replica-{id}")
+}
+
+impl LeaseSource for SimLease {
+    fn read(&self) -> LeaseFuture<'_> {
+        let (holder, lapsed) = {
+            let api = self.0.lock().expect("api");
+            (api.holder, api.lapsed)
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let spec = match (holder, lapsed) {
+            (Some(h), _) => json!({"holderIdentity": identity(h), "renewTime": now}),
+            (None, Some(l)) => json!({"holderIdentity": identity(l), "renewTime": now - 16}),
+            (None, None) => json!({}),
+        };
+        Box::pin(async move {
+            let mut spec = spec;
+            if let Some(t) = spec.get("renewTime").and_then(Value::as_i64) {
+                let ts = k8s_openapi::jiff::Timestamp::from_second(t)?;
+                spec["renewTime"] = json!(ts.to_string());
+                spec["leaseDurationSeconds"] = json!(15);
+            }
+            Ok(serde_json::from_value(
+                json!({"metadata": {"name": "vapgen"}, "spec": spec}),
+            )?)
+        })
+    }
+}
+
+/// Polls a future that must complete without waiting (the simulated API answers at once).
+fn now_or_never<T>(fut: impl Future<Output = T>) -> T {
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("a step that should not wait did"),
     }
 }
 
 impl Cluster for SimCluster {
     async fn apply(&self, target: Target, obj: &Value) -> Result<Value, ApiError> {
-        let sent = self.send()?;
+        let sent = self.send().await?;
         YieldOnce::default().await;
         let r = self
             .api
@@ -916,7 +969,7 @@ impl Cluster for SimCluster {
         uid: &str,
         resource_version: &str,
     ) -> Result<(), ApiError> {
-        let sent = self.send()?;
+        let sent = self.send().await?;
         YieldOnce::default().await;
         self.api
             .lock()
@@ -925,7 +978,7 @@ impl Cluster for SimCluster {
     }
 
     async fn patch_status(&self, target: &StatusTarget, status: &Value) -> Result<(), ApiError> {
-        self.send()?;
+        self.send().await?;
         YieldOnce::default().await;
         self.api
             .lock()
@@ -964,33 +1017,31 @@ pub struct Instance {
     pub id: usize,
     /// The reconcilers' context (real types).
     pub ctx: Arc<Ctx<SimCluster>>,
-    /// The value of the lease manager's channel ("I hold the lease"), which the workers
-    /// read. Stale after a take-over until this replica's manager notices (`Notice`).
-    pub chan: bool,
-    /// Values sent on the channel (kube-lease-manager sends only changes).
-    sends: u64,
-    /// Values the leadership loop has taken in (a watch channel coalesces: the loop sees
-    /// only the latest value).
-    seen: u64,
-    /// The leadership loop's `was`.
+    /// The real leadership state, fed by `tx`.
+    pub leader: Arc<Leader>,
+    /// The lease manager's channel ("I hold the lease"), which the workers read. Stale after
+    /// a take-over until this replica's manager notices (`Notice`).
+    tx: tokio::sync::watch::Sender<bool>,
+    /// The last value the leadership loop took in (for the trace).
     was: bool,
     listed: BTreeSet<Res>,
     pending: BTreeMap<Res, VecDeque<Ev>>,
     tasks: Vec<Task>,
-    delayed: Vec<Key>,
-    /// The worker's per-key backoff (the library's own; delays are the scheduler's choice).
-    backoff: worker::Backoff,
-    /// As `Leader::is_lapsed`: a write was refused by the fence while the channel said
-    /// "leader"; no reconciles until the lease is held again and a new term has begun.
-    lapsed: bool,
 }
 
 impl Instance {
     fn new(id: usize, api: &Arc<Mutex<Api>>, scn: &Scenario, decider: Arc<dyn Decide>) -> Self {
         let records = Arc::new(Mutex::new(Records::default()));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        // Verified at every write: the scheduler's steps take no time.
+        let leader = Arc::new(
+            Leader::with_lease(&identity(id), rx, Arc::new(SimLease(api.clone())))
+                .verify_window(Duration::ZERO),
+        );
         let cluster = SimCluster {
             api: api.clone(),
             me: id,
+            leader: leader.clone(),
             records: records.clone(),
             probes: Mutex::default(),
             probe_not_ready: scn.probe_not_ready,
@@ -1016,16 +1067,12 @@ impl Instance {
         Instance {
             id,
             ctx: Arc::new(ctx),
-            chan: false,
-            sends: 0,
-            seen: 0,
+            leader,
+            tx,
             was: false,
             listed: BTreeSet::new(),
             pending: BTreeMap::new(),
             tasks: Vec::new(),
-            delayed: Vec::new(),
-            backoff: worker::Backoff::default(),
-            lapsed: false,
         }
     }
 
@@ -1086,26 +1133,39 @@ impl Instance {
         }
     }
 
-    /// As `Leader::may_reconcile`: the lease is held (as far as the channel says) and the
-    /// leadership loop has taken in every value sent, so the current term has begun.
+    /// `Leader::may_reconcile`.
     pub fn may_reconcile(&self) -> bool {
-        self.chan && self.sends == self.seen && !self.lapsed
+        self.leader.may_reconcile()
     }
 
-    /// The lease manager publishes a value (only changes are sent).
+    /// The lease manager's latest value ("I hold the lease").
+    pub fn chan(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// The lease manager publishes a value (kube-lease-manager sends only changes).
     fn send(&mut self, v: bool) {
-        if self.chan != v {
-            self.chan = v;
-            self.sends += 1;
-        }
+        self.tx
+            .send_if_modified(|cur| std::mem::replace(cur, v) != v);
+    }
+
+    /// The leadership loop's step (`controller::leadership`): takes in the channel's latest
+    /// value; every `true` begins a term.
+    fn take_change(&mut self) -> bool {
+        let ctx = &self.ctx;
+        let now = self
+            .leader
+            .take_change(|| vapgen::controller::begin_term(&ctx.records, &ctx.world, &ctx.queue));
+        self.was = now;
+        now
     }
 
     fn busy(&self) -> bool {
         !self.tasks.is_empty()
-            || !self.delayed.is_empty()
+            || !self.ctx.queue.delayed_keys().is_empty()
             || !self.ctx.queue.is_empty()
-            || self.sends != self.seen
-            || (self.lapsed && self.chan)
+            || self.leader.change_pending()
+            || (self.leader.is_lapsed() && self.chan())
             || self.pending.values().any(|q| !q.is_empty())
     }
 }
@@ -1378,9 +1438,10 @@ impl Sim {
         // Replica 0 leads at the start.
         let first = sim.instances[0].id;
         sim.api.lock().expect("api").holder = Some(first);
-        sim.instances[0].chan = true;
-        if scn.replicas > 1 {
-            sim.instances[0].sends = 1;
+        sim.instances[0].send(true);
+        if scn.replicas == 1 {
+            // One replica: its first term begins before anything is cached.
+            sim.instances[0].take_change();
         }
         sim.log(|| "--- warm-up (default order, not explored) ---".into());
         sim.drain();
@@ -1457,7 +1518,7 @@ impl Sim {
             }
         }
         for (i, inst) in self.instances.iter().enumerate() {
-            if inst.sends != inst.seen {
+            if inst.leader.change_pending() {
                 acts.push(Act::Leadership(i));
             }
         }
@@ -1466,15 +1527,15 @@ impl Sim {
             (api.holder, api.lapsed)
         };
         for (i, inst) in self.instances.iter().enumerate() {
-            if holder.is_none() && lapsed == Some(inst.id) && inst.chan {
+            if holder.is_none() && lapsed == Some(inst.id) && inst.chan() {
                 acts.push(Act::Regain(i));
             }
-            if inst.lapsed && inst.chan && holder == Some(inst.id) {
+            if inst.leader.is_lapsed() && inst.chan() && holder == Some(inst.id) {
                 acts.push(Act::EndLapse(i));
             }
         }
         for (i, inst) in self.instances.iter().enumerate() {
-            if inst.chan && holder != Some(inst.id) {
+            if inst.chan() && holder != Some(inst.id) {
                 acts.push(Act::Notice(i));
             }
         }
@@ -1493,13 +1554,13 @@ impl Sim {
             for (i, inst) in self.instances.iter().enumerate() {
                 // In-flight reconciles of an earlier term reach their next (fenced) write long
                 // before the lease can be won back (see `UserAct::LeaderChange`).
-                if !inst.chan && inst.tasks.is_empty() {
+                if !inst.chan() && inst.tasks.is_empty() {
                     acts.push(Act::Acquire(i));
                 }
             }
         }
         for (i, inst) in self.instances.iter().enumerate() {
-            for d in 0..inst.delayed.len() {
+            for d in 0..inst.ctx.queue.delayed_keys().len() {
                 acts.push(Act::Fire(i, d));
             }
         }
@@ -1558,20 +1619,9 @@ impl Sim {
                 self.instances[i].deliver(ev);
             }
             Act::Leadership(i) => {
-                // Copied from `controller::leadership`: the loop takes in the latest value;
-                // every `true` starts a term (`controller::begin_term`).
                 let inst = &mut self.instances[i];
-                inst.seen = inst.sends;
-                let (now, was, id) = (inst.chan, inst.was, inst.id);
-                if now {
-                    vapgen::controller::begin_term(
-                        &inst.ctx.records,
-                        &inst.ctx.world,
-                        &inst.ctx.queue,
-                    );
-                    inst.lapsed = false;
-                }
-                inst.was = now;
+                let (was, id) = (inst.was, inst.id);
+                let now = inst.take_change();
                 self.log(|| {
                     format!(
                         "#{id} leadership loop sees {now} (was {was}){}",
@@ -1587,9 +1637,7 @@ impl Sim {
                 let inst = &mut self.instances[i];
                 assert!(inst.ctx.queue.take(&key), "ready key {key}");
                 let id = inst.id;
-                if !inst.may_reconcile() {
-                    // Copied from the worker: followers drop keys.
-                    inst.ctx.queue.done(&key);
+                if !worker::admit(&inst.leader, &inst.ctx.queue, &key) {
                     self.log(|| format!("#{id} follower drops {key}"));
                     return;
                 }
@@ -1606,9 +1654,9 @@ impl Sim {
             Act::Advance(i, t) => self.advance(i, t),
             Act::Fire(i, d) => {
                 let inst = &mut self.instances[i];
-                let key = inst.delayed.remove(d);
+                let key = inst.ctx.queue.delayed_keys().swap_remove(d);
                 let id = inst.id;
-                inst.ctx.queue.add(key.clone());
+                assert!(inst.ctx.queue.fire(&key), "a timer of {key}");
                 self.log(|| format!("#{id} requeue fires: {key}"));
             }
             Act::Acquire(i) => {
@@ -1634,11 +1682,14 @@ impl Sim {
                 self.log(|| format!("#{id} renews its lapsed lease"));
             }
             Act::EndLapse(i) => {
-                // As `Leader::end_lapse`, polled by housekeeping: a replica that saw the lapse
-                // and holds the lease again begins a new term before it reconciles again.
+                // Housekeeping's poll: a replica that saw the lapse and holds the lease again
+                // begins a new term before it reconciles again.
                 let inst = &mut self.instances[i];
-                vapgen::controller::begin_term(&inst.ctx.records, &inst.ctx.world, &inst.ctx.queue);
-                inst.lapsed = false;
+                let ctx = inst.ctx.clone();
+                let ended = now_or_never(inst.leader.end_lapse(|| {
+                    vapgen::controller::begin_term(&ctx.records, &ctx.world, &ctx.queue)
+                }));
+                assert!(ended, "the lapse ends once the lease is held again");
                 let id = inst.id;
                 self.log(|| format!("#{id} holds the lease again after a lapse: new term, records reset, requeue everything"));
             }
@@ -1679,23 +1730,14 @@ impl Sim {
             return;
         };
         let task = inst.tasks.remove(t);
-        // As the worker loop: done whatever the outcome, then the library's retry step.
-        inst.ctx.queue.done(&task.key);
+        worker::finish(&inst.ctx.queue, &task.key, &result);
         let mut unexpected = None;
-        if inst.backoff.after(&task.key, &result).is_some() {
-            inst.delayed.push(task.key.clone());
-        }
         match &result {
             worker::Outcome::Failed(e)
                 if !e.0.contains("conflict") && !e.0.contains(INJECTED_FAULT) =>
             {
                 // Conflicts of preconditioned deletes are expected (stale caches).
                 unexpected = Some(format!("{}: {}", task.key, e.0));
-            }
-            worker::Outcome::Fenced if inst.chan => {
-                // As `Leader::ensure`: the fence found the lease not held while the channel
-                // said "leader".
-                inst.lapsed = true;
             }
             _ => {}
         }
@@ -1757,7 +1799,10 @@ impl Sim {
                 if self.scn.replicas == 1 {
                     // No leader election: the one replica always leads.
                     api.holder = Some(new);
-                    fresh.chan = true;
+                    drop(api);
+                    fresh.send(true);
+                    fresh.take_change();
+                    api = self.api.lock().expect("api");
                 } else if api.holder == Some(old) {
                     // Released on a clean stop, expired after a kill: free either way.
                     api.holder = None;
@@ -1811,7 +1856,7 @@ impl Sim {
             || self
                 .instances
                 .iter()
-                .any(|i| i.busy() || (i.chan && holder != Some(i.id)))
+                .any(|i| i.busy() || (i.chan() && holder != Some(i.id)))
             || self
                 .instances
                 .iter()

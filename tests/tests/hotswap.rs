@@ -2,9 +2,7 @@
 //! bindings with no restart; broken modules are rejected and the last known good one keeps
 //! working. Prints the swap latency (file written → every binding converged).
 
-mod common;
-#[path = "../examples/support/module_build.rs"]
-mod module_build;
+use vapgen_module_build as module_build;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -237,15 +235,15 @@ async fn hot_swap_changes_bindings_and_rejects_broken_modules() {
         ("not wasm", b"garbage".to_vec()),
         (
             "wrong interface version",
-            common::fault_module("unreachable", "0.2.0"),
+            vapgen_tests::fault_module("unreachable", "0.2.0"),
         ),
         (
             "traps on input",
-            common::fault_module("unreachable", "0.1.0"),
+            vapgen_tests::fault_module("unreachable", "0.1.0"),
         ),
         (
             "loops forever",
-            common::fault_module("(loop $l (br $l)) (i32.const 0)", "0.1.0"),
+            vapgen_tests::fault_module("(loop $l (br $l)) (i32.const 0)", "0.1.0"),
         ),
     ];
     for (what, bytes) in &broken {

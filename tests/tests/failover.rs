@@ -1,7 +1,7 @@
 //! Leader failover and restart safety with real `vapgen run` processes (issue 5, items 4
 //! and 5) on the test control plane (`tests/control-plane/up`; these tests read
-//! `VAPGEN_TEST_KUBECONFIG` and `VAPGEN_TEST_AUDIT_LOG` and panic without them, like every
-//! test on the real API server).
+//! `VAPGEN_TEST_KUBECONFIG` and `VAPGEN_TEST_AUDIT_LOG`, see `vapgen_tests::kubeconfig_path`
+//! for what happens without them).
 //!
 //! * `sigkill_the_leader_in_a_burst_of_flips`: three replicas; five times, SIGKILL the leader
 //!   in the middle of a burst of `generateVAP` flips and constraint edits. A replica takes
@@ -53,7 +53,7 @@ fn env_path(name: &str) -> PathBuf {
 }
 
 async fn client() -> kube::Client {
-    let path = env_path("VAPGEN_TEST_KUBECONFIG");
+    let path = vapgen_tests::kubeconfig_path();
     let kc = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
@@ -210,11 +210,11 @@ fn log_dir() -> PathBuf {
 fn spawn(lease: &str, identity: &str) -> Replica {
     let port = free_port();
     let log = std::fs::File::create(log_dir().join(format!("{identity}.log"))).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_vapgen"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vapgen-under-test"))
         .args([
             "run",
             "--kubeconfig",
-            env_path("VAPGEN_TEST_KUBECONFIG").to_str().expect("path"),
+            vapgen_tests::kubeconfig_path().to_str().expect("path"),
             "--leader-elect=true",
             "--lease-name",
             lease,

@@ -1,0 +1,406 @@
+//! The `vapgen` command line: [`main`] parses the arguments and runs a subcommand. The
+//! `vapgen` binary is this function; the cluster tests' own binary target calls it too, so
+//! they run real `vapgen` processes (failover, hot swap) from another crate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cli::{ModuleArgs, SettingsArgs};
+use crate::{manifest, planner, render, suite};
+use clap::{Parser, Subcommand};
+
+/// Race-free Gatekeeper VAP/VAPB generation with a sandboxed wasm decision module.
+#[derive(Parser, Debug)]
+#[command(name = "vapgen", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Render the VAPs and bindings for templates and constraints read from YAML files.
+    ///
+    /// Prints the objects as a YAML stream that `kubectl apply -f -` accepts, then a summary of
+    /// decisions, warnings and errors as YAML comments. Exits 1 when any input has an error.
+    Plan {
+        /// Files or directories (searched recursively for *.yaml, *.yml, *.json).
+        #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Print only the objects, not the summary.
+        #[arg(long)]
+        no_summary: bool,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        module: ModuleArgs,
+    },
+    /// Run decision test suites through the decision module.
+    Test {
+        /// Suite files or directories of suites.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Print every case, not only failures.
+        #[arg(short, long)]
+        verbose: bool,
+        #[command(flatten)]
+        module: ModuleArgs,
+    },
+    /// Run the controller against a cluster.
+    Run(Box<RunArgs>),
+    /// Print the decision module's identity, interface version and sha256.
+    Describe {
+        /// Also write the module's bytes to this file (e.g. to ship the bundled module).
+        #[arg(long, value_name = "PATH")]
+        emit: Option<PathBuf>,
+        #[command(flatten)]
+        module: ModuleArgs,
+    },
+}
+
+/// Options of `vapgen run`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// Standalone mode: create and update each template's constraint CRD (no Gatekeeper).
+    #[arg(long)]
+    manage_crds: bool,
+    /// Elect a leader through a Lease (turn off only when running a single replica).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "vapgen")]
+    lease_name: String,
+    /// Namespace of the Lease and of the readiness canary request.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vapgen-system")]
+    lease_namespace: String,
+    /// Namespace that no generated policy applies to (repeatable; Gatekeeper's flag name).
+    /// vapgen's own namespace (--lease-namespace) is always exempt, so that its Lease
+    /// renewals, canary requests and Events never depend on the policies it generates.
+    #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
+    exempt_namespace: Vec<String>,
+    /// Lease duration in seconds: how long a dead leader blocks a take-over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Renew the lease this many seconds before it expires: the time a renewal may take on a
+    /// loaded API server (the default renews 5 s into a 15 s lease and so survives renewals
+    /// of up to 10 s, as client-go's 10 s renew deadline).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    lease_grace_seconds: u64,
+    /// Identity of this replica in the Lease (default: $POD_NAME, else hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address of /metrics, /healthz, /readyz and /debug/records ("off" to disable).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_addr: String,
+    /// Upper bound, in seconds, of the wait for a new kind's readiness before its first binding.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    default_wait_for_vapb_generation: u64,
+    /// Prove readiness with an admission canary (a dry-run Lease create in --lease-namespace);
+    /// false: discovery only.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    readiness_canary: bool,
+    /// Reconciles of different kinds that may run at once.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Re-check everything this often, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// With --module: poll the module file this often (seconds) and hot-swap a new, valid
+    /// module without a restart; 0 disables.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    module_watch_interval: f64,
+    /// A decision suite every hot-swapped module must pass (default: <module>.suite.yaml if present).
+    #[arg(long, value_name = "PATH")]
+    module_suite: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(flatten)]
+    module: ModuleArgs,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs the `vapgen` command with the process's arguments; returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Run(args) = cli.command {
+        init_logging_with(args.log_format, "info");
+        return run(*args);
+    }
+    init_logging();
+    match cli.command {
+        Command::Run(_) => unreachable!("handled above"),
+        Command::Plan {
+            paths,
+            no_summary,
+            settings,
+            module,
+        } => plan(&paths, no_summary, &settings, &module),
+        Command::Test {
+            paths,
+            verbose,
+            module,
+        } => test(&paths, verbose, &module),
+        Command::Describe { emit, module } => describe(emit.as_deref(), &module),
+    }
+}
+
+fn init_logging() {
+    init_logging_with(LogFormat::Text, "warn");
+}
+
+fn init_logging_with(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a person at a terminal, never in files or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let (_rt, decider) = match args.module.load() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let http_addr = if args.http_addr == "off" {
+        None
+    } else {
+        match args.http_addr.parse() {
+            Ok(a) => Some(a),
+            Err(e) => return fail(format!("--http-addr {:?}: {e}", args.http_addr)),
+        }
+    };
+    if args.lease_grace_seconds >= args.lease_duration_seconds {
+        return fail("--lease-grace-seconds must be smaller than --lease-duration-seconds");
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "vapgen".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let cfg = crate::controller::RunConfig {
+        settings: args.settings.settings(),
+        // `..default()` keeps fields without a flag (e.g. test-only switches) at their defaults.
+        #[allow(clippy::needless_update)]
+        reconcile: crate::controller::reconcile::ReconcileConfig {
+            manage_crds: args.manage_crds,
+            wait_bound: std::time::Duration::from_secs(args.default_wait_for_vapb_generation),
+            probe_interval: std::time::Duration::from_millis(500),
+            exempt_namespaces: std::iter::once(args.lease_namespace.clone())
+                .chain(args.exempt_namespace.iter().cloned())
+                .collect(),
+            ..Default::default()
+        },
+        leader_elect: args.leader_elect,
+        lease_name: args.lease_name.clone(),
+        lease_namespace: args.lease_namespace.clone(),
+        lease_duration: args.lease_duration_seconds,
+        lease_grace: args.lease_grace_seconds,
+        identity,
+        http_addr,
+        canary: args.readiness_canary,
+        workers: args.workers,
+        resync: std::time::Duration::from_secs(args.resync_seconds.max(10)),
+        module_watch: match &args.module.module {
+            Some(path) if args.module_watch_interval > 0.0 => {
+                Some(crate::controller::module_watch::ModuleWatch {
+                    path: path.clone(),
+                    pin: args.module.module_sha256.clone(),
+                    suite: args.module_suite.clone(),
+                    interval: std::time::Duration::from_secs_f64(args.module_watch_interval),
+                })
+            }
+            _ => None,
+        },
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result = rt.block_on(async move {
+        let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        crate::controller::run(client, decider, cfg, shutdown_signal()).await?;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+async fn client(
+    path: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    use anyhow::Context as _;
+    let opts = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("cannot read kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", p.display()))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&opts)
+            .await
+            .context("cannot load the kubeconfig context")?,
+        None => kube::Config::infer()
+            .await
+            .context("no cluster configuration found (give --kubeconfig, set KUBECONFIG, or run in a cluster)")?,
+    };
+    let url = config.cluster_url.to_string();
+    tracing::info!(server = %url, "using the Kubernetes API server");
+    kube::Client::try_from(config)
+        .with_context(|| format!("cannot build a Kubernetes client for {url}"))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Exit status of a process whose reader went away (128 + SIGPIPE, as a shell reports a tool
+/// killed by SIGPIPE).
+const BROKEN_PIPE_EXIT: u8 = 141;
+
+/// Writes `text` to stdout. A reader that went away (`vapgen plan | head -1`) is not an
+/// error worth a message: the process stops quietly with [`BROKEN_PIPE_EXIT`] (Rust ignores
+/// SIGPIPE, and `print!` would panic instead). Other write errors are reported.
+fn emit(text: &str) -> Result<(), ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(ExitCode::from(BROKEN_PIPE_EXIT))
+        }
+        Err(e) => Err(fail(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+fn plan(
+    paths: &[PathBuf],
+    no_summary: bool,
+    settings: &SettingsArgs,
+    module: &ModuleArgs,
+) -> ExitCode {
+    let (_rt, decider) = match module.load() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let (objects, read_errors) = manifest::read_paths(paths);
+    let inputs = planner::classify(objects);
+    let report = planner::plan(&decider, &settings.settings(), &inputs);
+    let mut out = render::to_yaml_stream(&report.objects());
+    if !no_summary {
+        out.push_str("---\n");
+        for line in report.summary().lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+        for e in &read_errors {
+            out.push_str(&format!("# ERROR: {e}\n"));
+        }
+    }
+    if let Err(code) = emit(&out) {
+        return code;
+    }
+    for e in &read_errors {
+        eprintln!("error: {e}");
+    }
+    if report.error_count() + read_errors.len() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn test(paths: &[PathBuf], verbose: bool, module: &ModuleArgs) -> ExitCode {
+    let (_rt, decider) = match module.load() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let outcome = suite::run_paths(&decider, paths);
+    if let Err(code) = emit(&outcome.render(verbose)) {
+        return code;
+    }
+    if outcome.failed() > 0 || outcome.errors() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn describe(emit: Option<&std::path::Path>, module: &ModuleArgs) -> ExitCode {
+    let (_rt, decider) = match module.load() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let info = decider.info();
+    println!("name:              {}", info.name);
+    println!("version:           {}", info.version);
+    println!(
+        "interface:         vapgen:decider/decide@{}",
+        info.interface_version
+    );
+    println!(
+        "host supports:     vapgen:decider/decide@{} (semver-compatible)",
+        crate::runtime::INTERFACE_VERSION
+    );
+    println!("sha256:            {}", decider.sha256());
+    println!("size:              {} bytes", decider.size());
+    println!("source:            {}", decider.source());
+    if let Some(path) = emit {
+        let bytes = match decider.source() {
+            crate::runtime::ModuleSource::File(p) => std::fs::read(p),
+            _ => Ok(crate::runtime::BUNDLED_MODULE.to_vec()),
+        };
+        if let Err(e) = bytes.and_then(|b| std::fs::write(path, b)) {
+            return fail(format!("cannot write {}: {e}", path.display()));
+        }
+        println!("written to:        {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
