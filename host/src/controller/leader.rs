@@ -269,29 +269,30 @@ pub fn holds_at(lease: &Lease, identity: &str, now: i64) -> bool {
     now < expires
 }
 
+/// A Lease for unit tests (here and in the runner's).
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
     /// A Lease held by whoever `holder` names (renewed now, 15 s), counting reads; `None`
     /// makes the read fail.
     #[derive(Default)]
-    struct FakeLease {
+    pub(crate) struct FakeLease {
         holder: Mutex<Option<String>>,
         reads: AtomicUsize,
     }
 
     impl FakeLease {
-        fn held_by(who: &str) -> Arc<Self> {
+        pub(crate) fn held_by(who: &str) -> Arc<Self> {
             let l = FakeLease::default();
             *l.holder.lock().unwrap() = Some(who.into());
             Arc::new(l)
         }
-        fn set(&self, who: Option<&str>) {
+        pub(crate) fn set(&self, who: Option<&str>) {
             *self.holder.lock().unwrap() = who.map(Into::into);
         }
-        fn reads(&self) -> usize {
+        pub(crate) fn reads(&self) -> usize {
             self.reads.load(Ordering::SeqCst)
         }
     }
@@ -314,6 +315,12 @@ mod tests {
             })
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeLease;
+    use super::*;
 
     fn elected(source: &Arc<FakeLease>) -> (watch::Sender<bool>, Leader) {
         let (tx, rx) = watch::channel(false);

@@ -143,3 +143,80 @@ pub(super) async fn worker(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::leader::fake::FakeLease;
+    use crate::controller::record::Records;
+    use crate::controller::world::World;
+    use crate::runtime::{Decide, NativeDecider};
+    use std::sync::RwLock;
+
+    fn handles(leader: Leader) -> Handles {
+        let mut world = World::default();
+        world.templates.insert(
+            "k8sfoo".into(),
+            serde_json::json!({"metadata": {"name": "k8sfoo"}}),
+        );
+        let decider: Arc<dyn Decide> = Arc::new(NativeDecider);
+        Handles {
+            world: Arc::new(RwLock::new(world)),
+            records: Arc::new(Mutex::new(Records::default())),
+            metrics: Arc::new(Metrics::default()),
+            leader: Arc::new(leader),
+            queue: Queue::default(),
+            decider: Arc::new(RwLock::new(decider)),
+            dead_tasks: Arc::default(),
+            panicked: Arc::default(),
+        }
+    }
+
+    /// Lets housekeeping run its ticks up to `t` of the paused clock.
+    async fn run_for(t: Duration) {
+        tokio::time::sleep(t).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn housekeeping_resyncs_every_period_and_not_before() {
+        let h = handles(Leader::always("me"));
+        let task = tokio::spawn(housekeeping(h.clone(), Duration::from_secs(300)));
+        let template = Key::Template("k8sfoo".into());
+        run_for(Duration::from_millis(299_500)).await;
+        assert!(h.queue.is_empty(), "no resync before its period");
+        run_for(Duration::from_secs(1)).await;
+        assert!(h.queue.take(&template), "requeued by the resync at 300 s");
+        h.queue.done(&template);
+        run_for(Duration::from_secs(299)).await;
+        assert!(h.queue.is_empty());
+        run_for(Duration::from_secs(2)).await;
+        assert!(h.queue.take(&template), "and again 300 s later");
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn housekeeping_ends_a_lapse_within_a_tick_of_the_lease_being_held_again() {
+        let lease = FakeLease::held_by("other");
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        let h = handles(Leader::with_lease("me", rx, lease.clone()));
+        h.leader.take_change(|| {});
+        assert!(
+            !h.leader.ensure().await,
+            "held elsewhere: the fence lapses the term"
+        );
+        assert!(h.leader.is_lapsed());
+        let task = tokio::spawn(housekeeping(h.clone(), Duration::from_secs(300)));
+        run_for(Duration::from_secs(5)).await;
+        assert!(h.leader.is_lapsed() && h.queue.is_empty(), "still lapsed");
+        lease.set(Some("me"));
+        run_for(Duration::from_millis(1_100)).await;
+        assert!(!h.leader.is_lapsed(), "ended at the next tick");
+        assert!(h.leader.may_reconcile());
+        assert!(
+            h.queue.take(&Key::Template("k8sfoo".into())),
+            "the new term requeued everything"
+        );
+        drop(tx);
+        task.abort();
+    }
+}
