@@ -1,6 +1,7 @@
 //! A small JSON value, parser and compact serializer.
 //!
-//! Written for the wasm size budget (serde_json alone is ~100 KB of wasm). Properties:
+//! Written for the wasm size budget (see the crate docs: serde_json and sha2 would add about
+//! 50 KB to a 107 KB component). Properties:
 //!
 //! * objects keep their members in source order; a repeated key keeps the position of its
 //!   first occurrence and the value of its last (as Go's `encoding/json` keeps the last value);

@@ -566,6 +566,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bundled_component_stays_within_its_size_budget() {
+        let (size, budget) = (BUNDLED_MODULE.len(), vapgen_guest::COMPONENT_SIZE_BUDGET);
+        assert!(
+            size <= budget,
+            "the bundled component is {size} bytes, over its budget of {budget}: find what grew \
+             (twiggy, or `cargo bloat` on a native build), or raise the budget in guest/src/lib.rs \
+             with the reason"
+        );
+    }
+
+    #[test]
     fn semver_rules() {
         assert!(semver_compatible("0.1.0", "0.1.0"));
         assert!(semver_compatible("0.1.7", "0.1.0"));
