@@ -41,6 +41,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde::ser::Serialize;
 
+pub mod gatekeeper;
+
 /// Environment variable holding the path of the test control plane's admin kubeconfig.
 pub const KUBECONFIG_ENV: &str = "VAPGEN_TEST_KUBECONFIG";
 /// Environment variable holding the path of the API server's audit log.
