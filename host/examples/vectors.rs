@@ -55,7 +55,8 @@ fn run() -> Result<(), String> {
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: None,
         ..RuntimeConfig::default()
-    })?;
+    })
+    .map_err(|e| e.to_string())?;
     let decider = match &module {
         Some(p) => rt.load_file(p, None),
         None => rt.load_bundled(),

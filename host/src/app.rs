@@ -180,7 +180,7 @@ fn init_logging_with(format: LogFormat, default: &str) {
 fn run(args: RunArgs) -> ExitCode {
     let (_rt, decider) = match args.module.load() {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return fail(chain(&e)),
     };
     let http_addr = if args.http_addr == "off" {
         None
@@ -241,45 +241,108 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    let result = rt.block_on(async move {
+    let result: Result<(), RunError> = rt.block_on(async move {
         let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
         crate::controller::run(client, decider, cfg, shutdown_signal()).await?;
-        anyhow::Ok(())
+        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(format!("{e:#}")),
+        Err(e) => fail(chain(&e)),
     }
+}
+
+/// Why `vapgen run` could not connect or start.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    /// `--kubeconfig` could not be read.
+    #[error("cannot read kubeconfig {}: {source}", .path.display())]
+    ReadKubeconfig {
+        /// `--kubeconfig`.
+        path: PathBuf,
+        /// What kube said.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// `--kubeconfig` was read but gives no usable configuration.
+    #[error("invalid kubeconfig {}: {source}", .path.display())]
+    InvalidKubeconfig {
+        /// `--kubeconfig`.
+        path: PathBuf,
+        /// What kube said.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// `--context` could not be loaded from the default kubeconfig.
+    #[error("cannot load the kubeconfig context: {0}")]
+    Context(#[source] kube::config::KubeconfigError),
+    /// Neither a kubeconfig nor an in-cluster configuration was found.
+    #[error(
+        "no cluster configuration found (give --kubeconfig, set KUBECONFIG, or run in a cluster): {0}"
+    )]
+    NoConfig(#[source] kube::config::InferConfigError),
+    /// The client could not be built from the configuration.
+    #[error("cannot build a Kubernetes client for {url}: {source}")]
+    Client {
+        /// The API server.
+        url: String,
+        /// What kube said.
+        #[source]
+        source: kube::Error,
+    },
+    /// The controller could not start.
+    #[error(transparent)]
+    Start(#[from] crate::controller::StartError),
 }
 
 async fn client(
     path: Option<&std::path::Path>,
     context: Option<&str>,
-) -> anyhow::Result<kube::Client> {
-    use anyhow::Context as _;
+) -> Result<kube::Client, RunError> {
     let opts = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
     };
     let config = match path {
         Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("cannot read kubeconfig {}", p.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(|source| {
+                RunError::ReadKubeconfig {
+                    path: p.to_path_buf(),
+                    source,
+                }
+            })?;
             kube::Config::from_custom_kubeconfig(kc, &opts)
                 .await
-                .with_context(|| format!("invalid kubeconfig {}", p.display()))?
+                .map_err(|source| RunError::InvalidKubeconfig {
+                    path: p.to_path_buf(),
+                    source,
+                })?
         }
         None if context.is_some() => kube::Config::from_kubeconfig(&opts)
             .await
-            .context("cannot load the kubeconfig context")?,
-        None => kube::Config::infer()
-            .await
-            .context("no cluster configuration found (give --kubeconfig, set KUBECONFIG, or run in a cluster)")?,
+            .map_err(RunError::Context)?,
+        None => kube::Config::infer().await.map_err(RunError::NoConfig)?,
     };
     let url = config.cluster_url.to_string();
     tracing::info!(server = %url, "using the Kubernetes API server");
-    kube::Client::try_from(config)
-        .with_context(|| format!("cannot build a Kubernetes client for {url}"))
+    kube::Client::try_from(config).map_err(|source| RunError::Client { url, source })
+}
+
+/// An error and its sources, as `error: source: source of the source`. A source whose text
+/// is already in the message is not repeated (most errors here put their source in their
+/// message, as `vapgen`'s own do).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(source) = next {
+        let text = source.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        next = source.source();
+    }
+    s
 }
 
 async fn shutdown_signal() {
@@ -329,7 +392,7 @@ fn plan(
 ) -> ExitCode {
     let (_rt, decider) = match module.load() {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return fail(chain(&e)),
     };
     let (objects, read_errors) = manifest::read_paths(paths);
     let inputs = planner::classify(objects);
@@ -360,7 +423,7 @@ fn plan(
 fn test(paths: &[PathBuf], verbose: bool, module: &ModuleArgs) -> ExitCode {
     let (_rt, decider) = match module.load() {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return fail(chain(&e)),
     };
     let outcome = suite::run_paths(&decider, paths);
     if let Err(code) = emit(&outcome.render(verbose)) {
@@ -376,7 +439,7 @@ fn test(paths: &[PathBuf], verbose: bool, module: &ModuleArgs) -> ExitCode {
 fn describe(emit: Option<&std::path::Path>, module: &ModuleArgs) -> ExitCode {
     let (_rt, decider) = match module.load() {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return fail(chain(&e)),
     };
     let info = decider.info();
     println!("name:              {}", info.name);
@@ -403,4 +466,23 @@ fn describe(emit: Option<&std::path::Path>, module: &ModuleArgs) -> ExitCode {
         println!("written to:        {}", path.display());
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn chain_shows_each_source_once() {
+        let e = Outer(Middle(std::io::Error::other("disk on fire")));
+        assert_eq!(chain(&e), "outer: middle: disk on fire");
+    }
 }

@@ -6,7 +6,18 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use vapgen_guest::model::{FailurePolicy, Settings};
 
-use crate::runtime::{Decider, LoadError, Runtime, RuntimeConfig};
+use crate::runtime::{Decider, LoadError, Runtime, RuntimeConfig, RuntimeError};
+
+/// Why [`ModuleArgs::load`] could not give a runtime and a module.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The runtime could not be created.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The module could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
 
 /// Which decision module to use and how to sandbox it.
 #[derive(Args, Clone, Debug)]
@@ -48,9 +59,9 @@ impl ModuleArgs {
     }
 
     /// Creates the runtime and loads the module.
-    pub fn load(&self) -> Result<(Runtime, Decider), String> {
+    pub fn load(&self) -> Result<(Runtime, Decider), ModuleError> {
         let rt = Runtime::new(self.runtime_config())?;
-        let d = self.load_with(&rt).map_err(|e| e.to_string())?;
+        let d = self.load_with(&rt)?;
         Ok((rt, d))
     }
 

@@ -43,9 +43,71 @@ use vapgen_guest::model::{
     SkipReason, TemplateDecision,
 };
 
+use crate::manifest::{self, ManifestError};
 use crate::render::{self, Owner};
 use crate::runtime::Decide;
-use crate::{manifest, snapshot};
+use crate::snapshot;
+
+/// Why a suite file could not run (its cases are not run).
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    /// The file could not be read.
+    #[error("cannot read the suite file: {0}")]
+    Read(#[source] std::io::Error),
+    /// The file is not a suite: not YAML, or not the suite's fields.
+    #[error("invalid suite: {0}")]
+    Invalid(#[source] serde_yaml::Error),
+    /// The file is YAML of another kind.
+    #[error(
+        "not a decision suite (apiVersion {api_version:?}, kind {kind:?}); expected vapgen.dev/v1alpha1 DecisionSuite"
+    )]
+    NotASuite {
+        /// Its `apiVersion`.
+        api_version: String,
+        /// Its `kind`.
+        kind: String,
+    },
+}
+
+/// Why the inputs of a case could not be made (the case fails with this message).
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// `settings.defaultFailurePolicy` is neither `Fail` nor `Ignore`.
+    #[error("settings.defaultFailurePolicy must be Fail or Ignore, got {0:?}")]
+    FailurePolicy(String),
+    /// A `templateFile` or a `constraintFiles` entry could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] ManifestError),
+    /// The `templateFile` has no ConstraintTemplate.
+    #[error("{0}: no ConstraintTemplate in the file")]
+    NoTemplateInFile(String),
+    /// Both `template` and `templateFile` are given.
+    #[error("give either template or templateFile, not both")]
+    TwoTemplates,
+    /// Neither `template` nor `templateFile` is given.
+    #[error("the case needs a template or a templateFile")]
+    NoTemplate,
+}
+
+/// A field path of `policyFields` or `fields` that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldPathError {
+    /// A `[` without its `]`.
+    #[error("unclosed [ in field path")]
+    Unclosed,
+    /// Between brackets, neither a number nor a quoted key.
+    #[error("bad index [{token}] in field path")]
+    BadIndex {
+        /// What is between the brackets.
+        token: String,
+        /// Why it is not an index.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// Nothing between two dots (or a leading dot).
+    #[error("empty segment in field path")]
+    EmptySegment,
+}
 
 /// Settings as written in a suite (every field optional; merged over defaults).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -182,7 +244,7 @@ pub struct SuiteResult {
     /// Suite name.
     pub name: String,
     /// Cases, or why the file could not run.
-    pub cases: Result<Vec<CaseResult>, String>,
+    pub cases: Result<Vec<CaseResult>, SuiteError>,
 }
 
 /// The result of a `vapgen test` run.
@@ -287,41 +349,45 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) {
 
 /// Runs one suite file.
 pub fn run_file(decider: &dyn Decide, path: &Path) -> SuiteResult {
-    let mut result = SuiteResult {
-        path: path.to_path_buf(),
-        name: path.display().to_string(),
-        cases: Err(String::new()),
-    };
-    let suite = match std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_yaml::from_str::<Suite>(&t).map_err(|e| format!("invalid suite: {e}")))
-    {
+    let suite = match read_suite(path) {
         Ok(s) => s,
         Err(e) => {
-            result.cases = Err(e);
-            return result;
+            return SuiteResult {
+                path: path.to_path_buf(),
+                name: path.display().to_string(),
+                cases: Err(e),
+            };
         }
     };
-    if suite.kind != "DecisionSuite" || !suite.api_version.starts_with("vapgen.dev/") {
-        result.cases = Err(format!(
-            "not a decision suite (apiVersion {:?}, kind {:?}); expected vapgen.dev/v1alpha1 DecisionSuite",
-            suite.api_version, suite.kind
-        ));
-        return result;
-    }
-    if let Some(n) = &suite.name {
-        result.name = n.clone();
-    }
     let base = path.parent().unwrap_or(Path::new("."));
-    result.cases = Ok(suite
-        .cases
-        .iter()
-        .map(|c| CaseResult {
-            name: c.name.clone(),
-            failures: run_case(decider, &suite.settings, c, base),
-        })
-        .collect());
-    result
+    SuiteResult {
+        path: path.to_path_buf(),
+        name: suite
+            .name
+            .clone()
+            .unwrap_or_else(|| path.display().to_string()),
+        cases: Ok(suite
+            .cases
+            .iter()
+            .map(|c| CaseResult {
+                name: c.name.clone(),
+                failures: run_case(decider, &suite.settings, c, base),
+            })
+            .collect()),
+    }
+}
+
+/// Reads and parses a suite file, and checks that it is a decision suite.
+pub fn read_suite(path: &Path) -> Result<Suite, SuiteError> {
+    let text = std::fs::read_to_string(path).map_err(SuiteError::Read)?;
+    let suite = serde_yaml::from_str::<Suite>(&text).map_err(SuiteError::Invalid)?;
+    if suite.kind != "DecisionSuite" || !suite.api_version.starts_with("vapgen.dev/") {
+        return Err(SuiteError::NotASuite {
+            api_version: suite.api_version,
+            kind: suite.kind,
+        });
+    }
+    Ok(suite)
 }
 
 /// The inputs of a case: settings merged over the suite's, the template, the constraint
@@ -330,7 +396,7 @@ pub fn case_inputs(
     base_settings: &SettingsSpec,
     case: &Case,
     base: &Path,
-) -> Result<(Settings, Value, Vec<Value>), String> {
+) -> Result<(Settings, Value, Vec<Value>), CaseError> {
     Ok((
         merge_settings(base_settings, &case.settings)?,
         load_template(case, base)?,
@@ -346,7 +412,7 @@ fn run_case(
 ) -> Vec<String> {
     let (settings, template, constraints) = match case_inputs(base_settings, case, base) {
         Ok(x) => x,
-        Err(e) => return vec![e],
+        Err(e) => return vec![e.to_string()],
     };
     let records: Vec<_> = constraints
         .iter()
@@ -359,7 +425,7 @@ fn run_case(
 }
 
 /// Merges suite and case settings over Gatekeeper's defaults.
-pub fn merge_settings(a: &SettingsSpec, b: &SettingsSpec) -> Result<Settings, String> {
+pub fn merge_settings(a: &SettingsSpec, b: &SettingsSpec) -> Result<Settings, CaseError> {
     let d = Settings::default();
     let fp = b
         .default_failure_policy
@@ -367,9 +433,7 @@ pub fn merge_settings(a: &SettingsSpec, b: &SettingsSpec) -> Result<Settings, St
         .or(a.default_failure_policy.as_ref());
     let default_failure_policy = match fp {
         None => d.default_failure_policy,
-        Some(s) => FailurePolicy::parse(s).ok_or_else(|| {
-            format!("settings.defaultFailurePolicy must be Fail or Ignore, got {s:?}")
-        })?,
+        Some(s) => FailurePolicy::parse(s).ok_or_else(|| CaseError::FailurePolicy(s.clone()))?,
     };
     let scope_sync = b
         .scope_sync
@@ -394,29 +458,32 @@ pub fn merge_settings(a: &SettingsSpec, b: &SettingsSpec) -> Result<Settings, St
     })
 }
 
-fn read_objects(base: &Path, file: &str) -> Result<Vec<Value>, String> {
+fn read_objects(base: &Path, file: &str) -> Result<Vec<Value>, ManifestError> {
     let path = base.join(file);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(source) => return Err(ManifestError::Io { path, source }),
+    };
     let (objs, errs) = manifest::parse_documents(&text, &path.display().to_string());
-    if let Some(e) = errs.first() {
-        return Err(e.to_string());
+    if let Some(e) = errs.into_iter().next() {
+        return Err(e);
     }
     Ok(objs.into_iter().map(|o| o.object).collect())
 }
 
-fn load_template(case: &Case, base: &Path) -> Result<Value, String> {
+fn load_template(case: &Case, base: &Path) -> Result<Value, CaseError> {
     match (&case.template, &case.template_file) {
         (Some(t), None) => Ok(t.clone()),
         (None, Some(f)) => read_objects(base, f)?
             .into_iter()
             .find(snapshot::is_template)
-            .ok_or_else(|| format!("{f}: no ConstraintTemplate in the file")),
-        (Some(_), Some(_)) => Err("give either template or templateFile, not both".into()),
-        (None, None) => Err("the case needs a template or a templateFile".into()),
+            .ok_or_else(|| CaseError::NoTemplateInFile(f.clone())),
+        (Some(_), Some(_)) => Err(CaseError::TwoTemplates),
+        (None, None) => Err(CaseError::NoTemplate),
     }
 }
 
-fn load_constraints(case: &Case, base: &Path) -> Result<Vec<Value>, String> {
+fn load_constraints(case: &Case, base: &Path) -> Result<Vec<Value>, CaseError> {
     let mut out = case.constraints.clone();
     for f in &case.constraint_files {
         out.extend(
@@ -607,7 +674,7 @@ fn compact(v: &Value) -> String {
 }
 
 /// Looks up a path like `spec.validations[0].expression` or `metadata.labels["a.b/c"]`.
-pub fn field<'a>(obj: &'a Value, path: &str) -> Result<Option<&'a Value>, String> {
+pub fn field<'a>(obj: &'a Value, path: &str) -> Result<Option<&'a Value>, FieldPathError> {
     let mut cur = obj;
     let mut rest = path;
     while !rest.is_empty() {
@@ -630,23 +697,24 @@ enum Segment {
     Index(usize),
 }
 
-fn next_segment(s: &str) -> Result<(Segment, &str), String> {
+fn next_segment(s: &str) -> Result<(Segment, &str), FieldPathError> {
     let s = s.strip_prefix('.').unwrap_or(s);
     if let Some(inner) = s.strip_prefix('[') {
-        let end = inner.find(']').ok_or("unclosed [ in field path")?;
+        let end = inner.find(']').ok_or(FieldPathError::Unclosed)?;
         let tok = &inner[..end];
         let tail = &inner[end + 1..];
         if let Some(q) = tok.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
             return Ok((Segment::Key(q.to_string()), tail));
         }
-        let i = tok
-            .parse()
-            .map_err(|_| format!("bad index [{tok}] in field path"))?;
+        let i = tok.parse().map_err(|source| FieldPathError::BadIndex {
+            token: tok.to_string(),
+            source,
+        })?;
         return Ok((Segment::Index(i), tail));
     }
     let end = s.find(['.', '[']).unwrap_or(s.len());
     if end == 0 {
-        return Err("empty segment in field path".into());
+        return Err(FieldPathError::EmptySegment);
     }
     Ok((Segment::Key(s[..end].to_string()), &s[end..]))
 }
@@ -661,7 +729,62 @@ mod tests {
         let v = json!({"a": {"b.c": [1, {"d": "x"}]}});
         assert_eq!(field(&v, "a[\"b.c\"][1].d").unwrap(), Some(&json!("x")));
         assert_eq!(field(&v, "a.missing").unwrap(), None);
-        assert!(field(&v, "a[zz]").is_err());
+        let e = field(&v, "a[zz]").unwrap_err();
+        assert_eq!(e.to_string(), "bad index [zz] in field path");
+        assert!(std::error::Error::source(&e).is_some());
+        let e = field(&v, "a[0").unwrap_err();
+        assert_eq!(e.to_string(), "unclosed [ in field path");
+        let e = field(&v, "a..b").unwrap_err();
+        assert_eq!(e.to_string(), "empty segment in field path");
+    }
+
+    #[test]
+    fn suite_file_errors() {
+        let dir = std::env::temp_dir().join(format!("vapgen-suite-errors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = read_suite(&dir.join("missing.yaml")).unwrap_err();
+        assert!(matches!(e, SuiteError::Read(_)), "{e:?}");
+        assert!(
+            e.to_string().starts_with("cannot read the suite file: "),
+            "{e}"
+        );
+        let other = dir.join("other.yaml");
+        std::fs::write(&other, "apiVersion: v1\nkind: ConfigMap\ncases: []\n").unwrap();
+        assert_eq!(
+            read_suite(&other).unwrap_err().to_string(),
+            r#"not a decision suite (apiVersion "v1", kind "ConfigMap"); expected vapgen.dev/v1alpha1 DecisionSuite"#
+        );
+        let bad = dir.join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "apiVersion: vapgen.dev/v1alpha1\nkind: DecisionSuite\nnope: 1\n",
+        )
+        .unwrap();
+        let e = read_suite(&bad).unwrap_err();
+        assert!(matches!(e, SuiteError::Invalid(_)), "{e:?}");
+        assert!(e.to_string().starts_with("invalid suite: "), "{e}");
+        let case: Case =
+            serde_yaml::from_str("name: c\ntemplateFile: none.yaml\ntemplate: {}\nexpect: {}\n")
+                .unwrap();
+        assert_eq!(
+            case_inputs(&SettingsSpec::default(), &case, &dir)
+                .unwrap_err()
+                .to_string(),
+            "give either template or templateFile, not both"
+        );
+        let case: Case =
+            serde_yaml::from_str("name: c\ntemplateFile: none.yaml\nexpect: {}\n").unwrap();
+        let e = case_inputs(&SettingsSpec::default(), &case, &dir).unwrap_err();
+        assert!(
+            matches!(e, CaseError::File(ManifestError::Io { .. })),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: ", dir.join("none.yaml").display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -683,6 +806,11 @@ mod tests {
             default_failure_policy: Some("Sometimes".into()),
             ..Default::default()
         };
-        assert!(merge_settings(&bad, &SettingsSpec::default()).is_err());
+        assert_eq!(
+            merge_settings(&bad, &SettingsSpec::default())
+                .unwrap_err()
+                .to_string(),
+            r#"settings.defaultFailurePolicy must be Fail or Ignore, got "Sometimes""#
+        );
     }
 }

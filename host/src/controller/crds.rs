@@ -14,10 +14,21 @@ use crate::snapshot;
 /// Annotation recording the template generation a CRD was made from.
 pub const TEMPLATE_GENERATION_ANNOTATION: &str = "vapgen.dev/template-generation";
 
+/// Why a template gives no constraint CRD.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    /// The template names no kind.
+    #[error("the template has no spec.crd.spec.names.kind")]
+    NoKind,
+    /// The parameter schema is there but not an object.
+    #[error("spec.crd.spec.validation.openAPIV3Schema must be an object")]
+    SchemaNotAnObject,
+}
+
 /// The CRD for a template's kind.
-pub fn constraint_crd(template: &Value, kind: &str) -> Result<Value, String> {
+pub fn constraint_crd(template: &Value, kind: &str) -> Result<Value, CrdError> {
     if kind.is_empty() {
-        return Err("the template has no spec.crd.spec.names.kind".into());
+        return Err(CrdError::NoKind);
     }
     let plural = kind.to_ascii_lowercase();
     let mut params = template
@@ -25,7 +36,7 @@ pub fn constraint_crd(template: &Value, kind: &str) -> Result<Value, String> {
         .cloned()
         .unwrap_or_else(|| json!({"x-kubernetes-preserve-unknown-fields": true}));
     if !params.is_object() {
-        return Err("spec.crd.spec.validation.openAPIV3Schema must be an object".into());
+        return Err(CrdError::SchemaNotAnObject);
     }
     if params.get("type").is_none() {
         params["type"] = json!("object");
@@ -126,6 +137,11 @@ mod tests {
             ["properties"]["parameters"];
         assert_eq!(params["type"], "object");
         assert_eq!(params["properties"]["labels"]["type"], "array");
-        assert!(constraint_crd(&t, "").is_err());
+        assert!(matches!(constraint_crd(&t, ""), Err(CrdError::NoKind)));
+        let bad = json!({"spec": {"crd": {"spec": {"validation": {"openAPIV3Schema": []}}}}});
+        assert_eq!(
+            constraint_crd(&bad, "K8sFoo").unwrap_err().to_string(),
+            "spec.crd.spec.validation.openAPIV3Schema must be an object"
+        );
     }
 }

@@ -17,8 +17,9 @@ use sha2::{Digest, Sha256};
 use vapgen_guest::model::{Constraint, Settings};
 
 use super::{Handles, requeue_all};
-use crate::runtime::{Decide, Decider, ModuleSource, Runtime};
-use crate::{render, suite};
+use crate::render::{self, RenderError};
+use crate::runtime::{CallError, Decide, Decider, LoadError, ModuleSource, Runtime};
+use crate::suite::{self, SuiteError};
 
 /// What to watch.
 #[derive(Clone, Debug)]
@@ -46,15 +47,54 @@ impl ModuleWatch {
 
 const SELF_TEST_TEMPLATE: &str = r#"{"apiVersion":"templates.gatekeeper.sh/v1","kind":"ConstraintTemplate","metadata":{"name":"k8svapgenselftest","uid":"self-test","generation":1},"spec":{"crd":{"spec":{"names":{"kind":"K8sVapgenSelfTest"}}},"targets":[{"target":"admission.k8s.gatekeeper.sh","code":[{"engine":"K8sNativeValidation","source":{"validations":[{"expression":"true","message":"self test"}]}}]}]}}"#;
 
+/// Why a candidate module was rejected (the active module stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleRejected {
+    /// It could not be loaded (pin, compile, imports, interface, describe).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The self-test plan failed (timeout, memory, trap, rejected input).
+    #[error("self-test: {0}")]
+    SelfTestCall(#[source] CallError),
+    /// The self-test plan has not one binding plan for its one constraint.
+    #[error("self-test: expected 1 binding plan for 1 constraint, got {0}")]
+    SelfTestBindings(usize),
+    /// The self-test policy is not a proper v1 ValidatingAdmissionPolicy.
+    #[error("self-test: {0}")]
+    SelfTestPolicy(#[source] RenderError),
+    /// The module's decision suite could not run.
+    #[error("suite {}: {source}", .path.display())]
+    Suite {
+        /// The suite file.
+        path: PathBuf,
+        /// Why it could not run.
+        #[source]
+        source: SuiteError,
+    },
+    /// Cases of the module's decision suite failed.
+    #[error("suite {}: {} case(s) failed: {}", .path.display(), .failed.len(), .failed.join("; "))]
+    SuiteFailed {
+        /// The suite file.
+        path: PathBuf,
+        /// The names of the failed cases.
+        failed: Vec<String>,
+    },
+    /// The validation task panicked or was cancelled.
+    #[error("validation task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
 /// Loads and checks a candidate module. Blocking (compiles): call off the async runtime.
-pub fn validate(runtime: &Runtime, bytes: &[u8], watch: &ModuleWatch) -> Result<Decider, String> {
-    let d = runtime
-        .load_bytes(
-            bytes,
-            watch.pin.as_deref(),
-            ModuleSource::File(watch.path.clone()),
-        )
-        .map_err(|e| e.to_string())?;
+pub fn validate(
+    runtime: &Runtime,
+    bytes: &[u8],
+    watch: &ModuleWatch,
+) -> Result<Decider, ModuleRejected> {
+    let d = runtime.load_bytes(
+        bytes,
+        watch.pin.as_deref(),
+        ModuleSource::File(watch.path.clone()),
+    )?;
     // The canonical plan: one valid template, one constraint. It must plan, in time, without
     // trapping, with one binding plan, and a policy (if any) that is a proper v1 VAP.
     let constraint = Constraint {
@@ -65,35 +105,25 @@ pub fn validate(runtime: &Runtime, bytes: &[u8], watch: &ModuleWatch) -> Result<
     };
     let plan = d
         .plan_kind(&Settings::default(), SELF_TEST_TEMPLATE, &[constraint])
-        .map_err(|e| format!("self-test: {e}"))?;
+        .map_err(ModuleRejected::SelfTestCall)?;
     if plan.bindings.len() != 1 {
-        return Err(format!(
-            "self-test: expected 1 binding plan for 1 constraint, got {}",
-            plan.bindings.len()
-        ));
+        return Err(ModuleRejected::SelfTestBindings(plan.bindings.len()));
     }
     if let vapgen_guest::model::PolicyOutcome::Desired(json) = &plan.policy {
-        render::policy_object(json, &plan.policy_name).map_err(|e| format!("self-test: {e}"))?;
+        render::policy_object(json, &plan.policy_name).map_err(ModuleRejected::SelfTestPolicy)?;
     }
     if let Some(path) = watch.suite_path() {
-        let r = suite::run_file(&d, &path);
-        match &r.cases {
-            Err(e) => return Err(format!("suite {}: {e}", path.display())),
-            Ok(cases) => {
-                let failed: Vec<&str> = cases
-                    .iter()
-                    .filter(|c| !c.failures.is_empty())
-                    .map(|c| c.name.as_str())
-                    .collect();
-                if !failed.is_empty() {
-                    return Err(format!(
-                        "suite {}: {} case(s) failed: {}",
-                        path.display(),
-                        failed.len(),
-                        failed.join("; ")
-                    ));
-                }
-            }
+        let cases = match suite::run_file(&d, &path).cases {
+            Ok(cases) => cases,
+            Err(source) => return Err(ModuleRejected::Suite { path, source }),
+        };
+        let failed: Vec<String> = cases
+            .into_iter()
+            .filter(|c| !c.failures.is_empty())
+            .map(|c| c.name)
+            .collect();
+        if !failed.is_empty() {
+            return Err(ModuleRejected::SuiteFailed { path, failed });
         }
     }
     Ok(d)
@@ -134,7 +164,7 @@ pub async fn run(
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || validate(&rt, &bytes, &w))
             .await
-            .unwrap_or_else(|e| Err(format!("validation task failed: {e}")));
+            .unwrap_or_else(|e| Err(ModuleRejected::Task(e)));
         match result {
             Ok(d) => {
                 let info = d.info().clone();

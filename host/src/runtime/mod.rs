@@ -157,6 +157,17 @@ pub enum CallError {
     Runtime(String),
 }
 
+/// Why a [`Runtime`] could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime could not create an engine, with the pooling allocator or without it.
+    #[error("cannot create the wasm engine: {0}")]
+    Engine(#[source] wasmtime::Error),
+    /// The thread that ticks the epoch (the call deadlines) could not be started.
+    #[error("cannot start the epoch ticker thread: {0}")]
+    Ticker(#[source] std::io::Error),
+}
+
 // === impl Runtime ===
 
 /// One per process: the wasmtime engine, its epoch ticker and the compile cache.
@@ -185,12 +196,12 @@ impl Drop for RuntimeInner {
 impl Runtime {
     /// Creates the engine. Uses the pooling allocator when the system allows it and falls
     /// back to on-demand allocation otherwise (e.g. a small virtual address space).
-    pub fn new(config: RuntimeConfig) -> Result<Self, String> {
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         let engine = match Engine::new(&engine_config(&config, true)) {
             Ok(e) => e,
             Err(pooling_err) => {
                 tracing::warn!(error = %pooling_err, "pooling allocator unavailable, using on-demand allocation");
-                Engine::new(&engine_config(&config, false)).map_err(|e| e.to_string())?
+                Engine::new(&engine_config(&config, false)).map_err(RuntimeError::Engine)?
             }
         };
         let linker = Linker::new(&engine);
@@ -208,7 +219,7 @@ impl Runtime {
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| e.to_string())?
+                .map_err(RuntimeError::Ticker)?
         };
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {

@@ -54,6 +54,7 @@ pub async fn reconcile_template<C: Cluster>(
         && !matches!(plan.decision, TemplateDecision::Error(_))
         && let Err(e) = ensure_crd(ctx, &template, &plan).await
     {
+        let e = e.to_string();
         let status = template_status(&template, "error", &e, &plan.warnings, None);
         ctx.write_status(&StatusTarget::Template(name.into()), &template, status)
             .await;
@@ -363,11 +364,28 @@ pub(super) fn template_status(
     })
 }
 
+/// Why a template's constraint CRD is not in place (the template's status says so).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum EnsureCrdError {
+    /// The template gives no CRD.
+    #[error(transparent)]
+    Invalid(#[from] crate::controller::crds::CrdError),
+    /// The API server did not take it.
+    #[error("cannot create or update CustomResourceDefinition {name}: {source}")]
+    Write {
+        /// The CRD's name.
+        name: String,
+        /// The failed apply.
+        #[source]
+        source: ApiError,
+    },
+}
+
 pub(super) async fn ensure_crd<C: Cluster>(
     ctx: &Ctx<C>,
     template: &Value,
     plan: &KindPlan,
-) -> Result<(), String> {
+) -> Result<(), EnsureCrdError> {
     let desired = crate::controller::crds::constraint_crd(template, &plan.kind)?;
     let name = snapshot::name_of(&desired).to_string();
     let up_to_date = {
@@ -381,8 +399,6 @@ pub(super) async fn ensure_crd<C: Cluster>(
     }
     match ctx.write_apply(Target::Crd, &desired).await {
         Ok(_) => Ok(()),
-        Err(e) => Err(format!(
-            "cannot create or update CustomResourceDefinition {name}: {e}"
-        )),
+        Err(source) => Err(EnsureCrdError::Write { name, source }),
     }
 }
