@@ -84,6 +84,26 @@ struct RunArgs {
     /// renewals, canary requests and Events never depend on the policies it generates.
     #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
     exempt_namespace: Vec<String>,
+    /// With scope sync: namespaces starting with this prefix are exempt (repeatable;
+    /// Gatekeeper's flag).
+    #[arg(long = "exempt-namespace-prefix", value_name = "PREFIX")]
+    exempt_namespace_prefix: Vec<String>,
+    /// With scope sync: namespaces ending with this suffix are exempt (repeatable;
+    /// Gatekeeper's flag).
+    #[arg(long = "exempt-namespace-suffix", value_name = "SUFFIX")]
+    exempt_namespace_suffix: Vec<String>,
+    /// Scope sync (Gatekeeper's flag and default): each VAP matches what Gatekeeper's
+    /// webhook matches — its ValidatingWebhookConfiguration's rules, selectors and match
+    /// conditions, the namespaces its Config excludes for the webhook, and the exempt
+    /// namespaces — watched, so that a change re-plans every kind once.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    sync_vap_enforcement_scope: bool,
+    /// With scope sync: Gatekeeper's ValidatingWebhookConfiguration (Gatekeeper's flag).
+    #[arg(long, default_value = "gatekeeper-validating-webhook-configuration")]
+    validating_webhook_configuration_name: String,
+    /// With scope sync: the namespace of Gatekeeper's `Config` named `config`.
+    #[arg(long, default_value = "gatekeeper-system")]
+    gatekeeper_namespace: String,
     /// Lease duration in seconds: how long a dead leader blocks a take-over.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -210,6 +230,20 @@ fn run(args: RunArgs) -> ExitCode {
             exempt_namespaces: std::iter::once(args.lease_namespace.clone())
                 .chain(args.exempt_namespace.iter().cloned())
                 .collect(),
+            scope_sync: args.sync_vap_enforcement_scope.then(|| {
+                crate::controller::reconcile::ScopeSyncConfig {
+                    exempt_namespaces: gatekeeper_exempt_patterns(
+                        &args.exempt_namespace,
+                        &args.exempt_namespace_prefix,
+                        &args.exempt_namespace_suffix,
+                    ),
+                    watch: crate::controller::feed::ScopeWatch {
+                        webhook_config: args.validating_webhook_configuration_name.clone(),
+                        config_namespace: args.gatekeeper_namespace.clone(),
+                        config_name: "config".into(),
+                    },
+                }
+            }),
             ..Default::default()
         },
         leader_elect: args.leader_elect,
@@ -293,6 +327,21 @@ enum RunError {
     /// The controller could not start.
     #[error(transparent)]
     Start(#[from] crate::controller::StartError),
+}
+
+/// Gatekeeper's exempt namespaces as the module's scope sync takes them: names as given,
+/// `prefix*` and `*suffix`.
+fn gatekeeper_exempt_patterns(
+    names: &[String],
+    prefixes: &[String],
+    suffixes: &[String],
+) -> Vec<String> {
+    names
+        .iter()
+        .cloned()
+        .chain(prefixes.iter().map(|p| format!("{p}*")))
+        .chain(suffixes.iter().map(|s| format!("*{s}")))
+        .collect()
 }
 
 async fn client(

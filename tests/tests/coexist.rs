@@ -171,7 +171,173 @@ fn coexist_config() -> vapgen::controller::RunConfig {
     let mut cfg = test_config("coexist");
     cfg.reconcile.manage_crds = true;
     cfg.reconcile.exempt_namespaces = vec![SYSTEM_NAMESPACE.to_owned()];
+    // Scope sync on, `vapgen run`'s default, with Gatekeeper's names.
+    cfg.reconcile.scope_sync = Some(vapgen::controller::reconcile::ScopeSyncConfig {
+        exempt_namespaces: vec![EXEMPT.to_owned()],
+        ..Default::default()
+    });
     cfg
+}
+
+/// The namespace given to scope sync as exempt (Gatekeeper's `--exempt-namespace`).
+const EXEMPT: &str = "coexist-exempt";
+
+/// Step 6: scope sync follows the real Gatekeeper's objects.
+/// * The VAP's `matchConstraints` is Gatekeeper's `validation.gatekeeper.sh` webhook: its
+///   namespaceSelector, objectSelector and matchPolicy as they are, one resource rule per
+///   webhook rule; the exempt namespace is a match condition.
+/// * Gatekeeper's `Config` excluding the test namespace for the webhook process: within the
+///   watch's latency the VAP gets the global-exclusion condition, and the violating ConfigMap
+///   is then admitted; removing the exclusion restores the denial.
+async fn scope_sync_follows_gatekeepers_objects(client: &kube::Client, ns: &str) {
+    let vwc_resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+        ),
+        "validatingwebhookconfigurations",
+    );
+    let vwc = get(
+        client,
+        &vwc_resource,
+        "gatekeeper-validating-webhook-configuration",
+    )
+    .await
+    .expect("Gatekeeper's ValidatingWebhookConfiguration");
+    let webhook = vwc["webhooks"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["name"] == "validation.gatekeeper.sh"))
+        .expect("the validation.gatekeeper.sh webhook")
+        .clone();
+    let vap = get(client, &vap_resource(), &policy_name(KIND))
+        .await
+        .expect("the VAP");
+    let mc = &vap["spec"]["matchConstraints"];
+    eprintln!(
+        "coexist: scope sync: webhook {webhook}\ncoexist: scope sync: VAP matchConstraints {mc}"
+    );
+    for field in ["objectSelector", "matchPolicy"] {
+        assert_eq!(
+            mc[field], webhook[field],
+            "matchConstraints.{field} follows the webhook"
+        );
+    }
+    // The webhook's namespaceSelector, then vapgen's own namespace exemption.
+    let mut expressions = webhook["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    expressions.push(
+        json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": [SYSTEM_NAMESPACE]}),
+    );
+    assert_eq!(
+        mc["namespaceSelector"]["matchExpressions"],
+        Value::Array(expressions),
+        "matchConstraints.namespaceSelector is the webhook's plus vapgen's own namespace"
+    );
+    let rules = webhook["rules"].as_array().expect("webhook rules");
+    let resource_rules = mc["resourceRules"].as_array().expect("resourceRules");
+    assert_eq!(
+        resource_rules.len(),
+        rules.len(),
+        "one resource rule per webhook rule"
+    );
+    for (r, w) in resource_rules.iter().zip(rules) {
+        for field in ["apiGroups", "apiVersions", "resources", "operations"] {
+            assert_eq!(r[field], w[field], "resource rule {field}: {r} vs {w}");
+        }
+    }
+    let conditions = |vap: &Value| -> Vec<String> {
+        vap["spec"]["matchConditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect()
+    };
+    let names = conditions(&vap);
+    assert!(
+        names.iter().any(|n| n.contains("global_exempted")),
+        "the exempt namespace is a condition: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("global_excluded")),
+        "{names:?}"
+    );
+
+    // Gatekeeper's Config excludes the test namespace for its webhook.
+    let config_resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("config.gatekeeper.sh", "v1alpha1", "Config"),
+        "configs",
+    );
+    let config = |excluded: &[&str]| {
+        json!({
+            "apiVersion": "config.gatekeeper.sh/v1alpha1",
+            "kind": "Config",
+            "metadata": {"name": "config", "namespace": "gatekeeper-system"},
+            "spec": {"match": [{"excludedNamespaces": excluded, "processes": ["webhook"]}]}
+        })
+    };
+    let configs = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        "gatekeeper-system",
+        &config_resource,
+    );
+    let pp = kube::api::PatchParams::apply("coexist-test").force();
+    configs
+        .patch("config", &pp, &kube::api::Patch::Apply(config(&[ns])))
+        .await
+        .expect("apply Gatekeeper's Config");
+    let changed = Instant::now();
+    let vap = wait_object(
+        client,
+        &vap_resource(),
+        &policy_name(KIND),
+        "the VAP with Gatekeeper's Config exclusion",
+        |v| conditions(v).iter().any(|n| n.contains("global_excluded")),
+    )
+    .await;
+    eprintln!(
+        "coexist: scope sync: the Config's exclusion reached the VAP in {:.2} s: {:?}",
+        changed.elapsed().as_secs_f64(),
+        conditions(&vap)
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    // The API server's admission picks up the changed policy shortly after it is stored.
+    let cm = configmap(ns, "excluded-no-owner", false);
+    let deadline = Instant::now() + vapgen_tests::ENFORCEMENT_TIMEOUT;
+    while let Err(e) = vapgen_tests::dry_run_create(&cms, &cm).await {
+        assert!(
+            Instant::now() < deadline,
+            "the violating ConfigMap in the namespace Gatekeeper's Config excludes was still denied: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "coexist: scope sync: the excluded namespace is admitted {:.2} s after the Config change",
+        changed.elapsed().as_secs_f64()
+    );
+
+    configs
+        .patch("config", &pp, &kube::api::Patch::Apply(config(&[])))
+        .await
+        .expect("clear Gatekeeper's Config");
+    wait_object(
+        client,
+        &vap_resource(),
+        &policy_name(KIND),
+        "the VAP without the exclusion",
+        |v| !conditions(v).iter().any(|n| n.contains("global_excluded")),
+    )
+    .await;
+    vapgen_tests::wait_denied(
+        &cms,
+        &configmap(ns, "again-no-owner", false),
+        &policy_name(KIND),
+    )
+    .await;
 }
 
 /// The whole coexist story on one control plane with the real Gatekeeper:
@@ -183,7 +349,9 @@ fn coexist_config() -> vapgen::controller::RunConfig {
 /// 4. the constraint rescoped to `vap.k8s.io` (and Gatekeeper's audit): vapgen makes the
 ///    binding, the VAP denies, and Gatekeeper's webhook itself now admits the violating object;
 ///    a compliant one passes; Gatekeeper's audit and vapgen's status sit side by side;
-/// 5. no VAP, binding or constraint CRD was ever written by Gatekeeper (audit log).
+/// 5. no VAP, binding or constraint CRD was ever written by Gatekeeper (audit log);
+/// 6. scope sync follows Gatekeeper's webhook configuration and Config (see
+///    [`scope_sync_follows_gatekeepers_objects`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vapgen_generates_beside_the_real_gatekeeper() {
     let test_start = Instant::now();
@@ -468,6 +636,9 @@ async fn vapgen_generates_beside_the_real_gatekeeper() {
         failed_open.is_empty(),
         "requests failed open at Gatekeeper's webhook: {failed_open:#?}"
     );
+
+    // --- 6. scope sync -------------------------------------------------------------------------
+    scope_sync_follows_gatekeepers_objects(&client, &ns).await;
 
     controller.stop().await;
     eprintln!(

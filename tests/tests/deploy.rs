@@ -870,6 +870,9 @@ async fn flow_as_service_account(admin: &kube::Client, manage_crds: bool) {
     cfg.leader_elect = true;
     cfg.lease_name = LEASE_NAME.into();
     cfg.lease_namespace = SA_NAMESPACE.into();
+    // Scope sync on, as `vapgen run` defaults: its watches of Gatekeeper's objects must be
+    // allowed by the RBAC too (step 4 of the test finds no refusal in the audit log).
+    cfg.reconcile.scope_sync = Some(Default::default());
     let wasm = Runtime::new(RuntimeConfig::default()).expect("wasm runtime");
     let decider = wasm.load_bundled().expect("bundled module");
     let c = vapgen::controller::start(sa.clone(), decider, cfg)

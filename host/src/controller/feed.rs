@@ -16,7 +16,8 @@ use super::world::{CrdInfo, World, controller_of, watches};
 use crate::snapshot;
 
 use super::resources::{
-    constraint_resource, crd_resource, template_resource, vap_resource, vapb_resource,
+    constraint_resource, crd_resource, gatekeeper_config_resource, template_resource, vap_resource,
+    vapb_resource, webhook_config_resource,
 };
 
 /// Which cache a watch feeds.
@@ -35,6 +36,33 @@ pub enum Feed {
         /// Exact-case kind.
         kind: String,
     },
+    /// Gatekeeper's ValidatingWebhookConfiguration (scope sync).
+    WebhookConfig,
+    /// Gatekeeper's `Config` (scope sync).
+    GatekeeperConfig,
+}
+
+/// Which of Gatekeeper's objects scope sync watches (`vapgen run --sync-vap-enforcement-scope`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeWatch {
+    /// Name of Gatekeeper's ValidatingWebhookConfiguration.
+    pub webhook_config: String,
+    /// Namespace of Gatekeeper's `Config` (Gatekeeper's own namespace).
+    pub config_namespace: String,
+    /// Name of Gatekeeper's `Config`.
+    pub config_name: String,
+}
+
+impl Default for ScopeWatch {
+    /// Gatekeeper's names: `gatekeeper-validating-webhook-configuration`, and `config` in
+    /// `gatekeeper-system`.
+    fn default() -> Self {
+        ScopeWatch {
+            webhook_config: "gatekeeper-validating-webhook-configuration".into(),
+            config_namespace: "gatekeeper-system".into(),
+            config_name: "config".into(),
+        }
+    }
 }
 
 impl Feed {
@@ -46,7 +74,23 @@ impl Feed {
             Feed::Vapbs => watches::VAPBS.into(),
             Feed::Crds => watches::CRDS.into(),
             Feed::Constraints { kind } => watches::constraints(kind),
+            Feed::WebhookConfig => watches::WEBHOOK_CONFIG.into(),
+            Feed::GatekeeperConfig => watches::GATEKEEPER_CONFIG.into(),
         }
+    }
+
+    /// Whether this feed holds an input of scope sync rather than objects with keys.
+    fn is_scope(&self) -> bool {
+        matches!(self, Feed::WebhookConfig | Feed::GatekeeperConfig)
+    }
+
+    /// For a scope feed: every template, if the scope inputs differ from `before` (a change
+    /// re-plans every kind once); nothing otherwise.
+    fn scope_change(w: &World, before: &super::world::ScopeInputs) -> Vec<Key> {
+        if w.scope_inputs() == *before {
+            return Vec::new();
+        }
+        w.templates.keys().cloned().map(Key::Template).collect()
     }
 
     fn map<'a>(&self, w: &'a mut World) -> &'a mut BTreeMap<String, Value> {
@@ -58,6 +102,8 @@ impl Feed {
             Feed::Constraints { kind } => {
                 w.constraints.entry(kind.to_ascii_lowercase()).or_default()
             }
+            Feed::WebhookConfig => &mut w.webhook_configs,
+            Feed::GatekeeperConfig => &mut w.gatekeeper_configs,
         }
     }
 
@@ -66,6 +112,16 @@ impl Feed {
     /// before and after, so a deletion missed while the watch was down is reconciled). The
     /// watches and the schedule-exploration simulator both run it.
     pub fn replace(&self, w: &mut World, objs: Vec<Value>) -> Vec<Key> {
+        if self.is_scope() {
+            let before = w.scope_inputs();
+            let map = self.map(w);
+            map.clear();
+            for o in objs {
+                map.insert(snapshot::name_of(&o).to_string(), o);
+            }
+            w.synced.insert(self.sync_name());
+            return Self::scope_change(w, &before);
+        }
         let mut keys = Vec::new();
         let map = self.map(w);
         for old in map.values() {
@@ -83,6 +139,7 @@ impl Feed {
     /// One watch event of a feed other than CRDs, as a pure step on the caches; returns the
     /// keys to queue. The watches and the simulator both run it.
     pub fn apply(&self, w: &mut World, obj: Value, deleted: bool) -> Vec<Key> {
+        let before = self.is_scope().then(|| w.scope_inputs());
         let keys = self.keys(&obj);
         let map = self.map(w);
         let name = snapshot::name_of(&obj).to_string();
@@ -91,7 +148,10 @@ impl Feed {
         } else {
             map.insert(name, obj);
         }
-        keys
+        match before {
+            Some(before) => Self::scope_change(w, &before),
+            None => keys,
+        }
     }
 
     /// The keys an object's change affects (also used by the schedule-exploration simulator,
@@ -122,7 +182,7 @@ impl Feed {
                 }
                 _ => vec![],
             },
-            Feed::Crds => vec![],
+            Feed::Crds | Feed::WebhookConfig | Feed::GatekeeperConfig => vec![],
         }
     }
 }
@@ -147,6 +207,7 @@ impl Watches {
         world: Arc<RwLock<World>>,
         queue: Queue,
         dead: Arc<Mutex<Vec<String>>>,
+        scope: Option<&ScopeWatch>,
     ) -> Self {
         let w = Watches {
             client,
@@ -156,12 +217,40 @@ impl Watches {
             shared: Arc::default(),
             dead,
         };
-        let handles = vec![
-            w.spawn(Feed::Templates, template_resource()),
-            w.spawn(Feed::Vaps, vap_resource()),
-            w.spawn(Feed::Vapbs, vapb_resource()),
-            w.spawn(Feed::Crds, crd_resource()),
+        let all = |ar: &ApiResource| Api::all_with(w.client.clone(), ar);
+        let mut handles = vec![
+            w.spawn(
+                Feed::Templates,
+                all(&template_resource()),
+                watcher::Config::default(),
+            ),
+            w.spawn(Feed::Vaps, all(&vap_resource()), watcher::Config::default()),
+            w.spawn(
+                Feed::Vapbs,
+                all(&vapb_resource()),
+                watcher::Config::default(),
+            ),
+            w.spawn(Feed::Crds, all(&crd_resource()), watcher::Config::default()),
         ];
+        if let Some(scope) = scope {
+            w.world.write().expect("world").scope_sync = true;
+            let by_name =
+                |n: &str| watcher::Config::default().fields(&format!("metadata.name={n}"));
+            handles.push(w.spawn(
+                Feed::WebhookConfig,
+                all(&webhook_config_resource()),
+                by_name(&scope.webhook_config),
+            ));
+            handles.push(w.spawn(
+                Feed::GatekeeperConfig,
+                Api::namespaced_with(
+                    w.client.clone(),
+                    &scope.config_namespace,
+                    &gatekeeper_config_resource(),
+                ),
+                by_name(&scope.config_name),
+            ));
+        }
         *w.shared.lock().expect("watches") = handles;
         w
     }
@@ -176,23 +265,20 @@ impl Watches {
         }
     }
 
-    fn spawn(&self, feed: Feed, ar: ApiResource) -> AbortHandle {
+    fn spawn(&self, feed: Feed, api: Api<DynamicObject>, cfg: watcher::Config) -> AbortHandle {
         let this = self.clone();
         let name = format!("watch {}", feed.sync_name());
         super::runner::supervise(&self.dead, &self.queue, &name, async move {
-            this.run(feed, ar).await
+            this.run(feed, api, cfg).await
         })
         .abort_handle()
     }
 
-    async fn run(&self, feed: Feed, ar: ApiResource) {
+    async fn run(&self, feed: Feed, api: Api<DynamicObject>, cfg: watcher::Config) {
         use kube::runtime::WatchStreamExt;
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
         // kube-runtime's default backoff (exponential with jitter, reset on success) instead
         // of a fixed retry: a missing CRD or an unreachable server is not hammered.
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut stream = watcher(api, cfg).default_backoff().boxed();
         let mut buffer: Option<Vec<Value>> = None;
         // The first error of a run of failures is a warning (with what to do); repeats are
         // debug until the watch works again.
@@ -229,6 +315,21 @@ impl Watches {
                 Ok(watcher::Event::Delete(o)) => {
                     if let Some(v) = to_value(&o) {
                         self.upsert(&feed, v, true);
+                    }
+                }
+                Err(e) if feed.is_scope() && !failing => {
+                    // Gatekeeper's object cannot be read (its Config CRD is not installed in
+                    // standalone mode, or RBAC refuses): scope sync goes on without it, as
+                    // Gatekeeper's does before its caches fill, so that no template waits on
+                    // it; the watch keeps retrying and a later list re-plans every kind.
+                    failing = true;
+                    if not_served(&e) {
+                        tracing::info!(watch = %name, "not served (Gatekeeper's Config CRD is not installed?); scope sync goes on without it and picks it up once it is");
+                    } else {
+                        tracing::warn!(watch = %name, error = %e, "cannot read Gatekeeper's object; scope sync goes on without it, retrying with backoff. {}", watch_remedy(&feed, &e));
+                    }
+                    if !self.world.read().expect("world").synced.contains(&name) {
+                        self.replace(&feed, Vec::new());
                     }
                 }
                 Err(e) if failing => {
@@ -312,7 +413,8 @@ impl Watches {
             .insert(key.clone(), info.clone())
             .is_none_or(|old| old != info);
         if start {
-            let h = self.spawn(Feed::Constraints { kind }, ar);
+            let api = Api::all_with(self.client.clone(), &ar);
+            let h = self.spawn(Feed::Constraints { kind }, api, watcher::Config::default());
             self.kinds.lock().expect("kinds").insert(key.clone(), h);
         }
         if changed {
@@ -346,8 +448,13 @@ impl Watches {
 }
 
 /// What to do about a failing watch, for the log line.
+/// Whether a watch failed because its resource is not served (404: no such CRD).
+fn not_served(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 404)
+}
+
 fn watch_remedy(feed: &Feed, e: &watcher::Error) -> &'static str {
-    let missing = matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 404);
+    let missing = not_served(e);
     match feed {
         Feed::Templates if missing => {
             "The ConstraintTemplate CRD (templates.gatekeeper.sh) is not installed: install Gatekeeper, or apply deploy/crds/constrainttemplates.yaml for standalone mode"
@@ -460,6 +567,51 @@ mod tests {
         }
         assert!(keys.contains(&"template/gone".to_string()), "{keys:?}");
         assert!(keys.contains(&"Gone/c1".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn a_change_of_the_scope_inputs_replans_every_kind_once_and_nothing_else_does() {
+        let mut w = World::default();
+        for t in ["k8sa", "k8sb"] {
+            w.templates
+                .insert(t.into(), serde_json::json!({"metadata": {"name": t}}));
+        }
+        let all = vec![Key::Template("k8sa".into()), Key::Template("k8sb".into())];
+        let vwc = |ops: &str| {
+            serde_json::json!({"metadata": {"name": "gatekeeper-validating-webhook-configuration", "resourceVersion": ops},
+                "webhooks": [{"name": "validation.gatekeeper.sh", "rules": [{"operations": [ops]}]}]})
+        };
+        // The first list: nothing known before, a webhook now.
+        assert_eq!(
+            Feed::WebhookConfig.replace(&mut w, vec![vwc("CREATE")]),
+            all
+        );
+        assert!(w.synced.contains(watches::WEBHOOK_CONFIG));
+        // Same webhook, another resourceVersion (a label edit): nothing to re-plan.
+        let mut same = vwc("CREATE");
+        same["metadata"]["labels"] = serde_json::json!({"x": "y"});
+        assert!(Feed::WebhookConfig.apply(&mut w, same, false).is_empty());
+        assert_eq!(Feed::WebhookConfig.apply(&mut w, vwc("UPDATE"), false), all);
+        let config = |ns: &str| {
+            serde_json::json!({"metadata": {"name": "config"},
+                "spec": {"match": [{"excludedNamespaces": [ns], "processes": ["webhook"]}]}})
+        };
+        assert_eq!(
+            Feed::GatekeeperConfig.replace(&mut w, vec![config("a")]),
+            all
+        );
+        assert!(
+            Feed::GatekeeperConfig
+                .replace(&mut w, vec![config("a")])
+                .is_empty()
+        );
+        assert_eq!(Feed::GatekeeperConfig.apply(&mut w, config("a"), true), all);
+        assert_eq!(w.scope_inputs().excluded_namespaces, Vec::<String>::new());
+        assert_eq!(Feed::WebhookConfig.apply(&mut w, vwc("UPDATE"), true), all);
+        assert_eq!(
+            w.scope_inputs(),
+            crate::controller::world::ScopeInputs::default()
+        );
     }
 
     #[test]

@@ -220,7 +220,13 @@ pub async fn start(
     };
 
     let dead: Arc<Mutex<Vec<String>>> = Arc::default();
-    let watches = Watches::start(client.clone(), world.clone(), queue.clone(), dead.clone());
+    let watches = Watches::start(
+        client.clone(),
+        world.clone(),
+        queue.clone(),
+        dead.clone(),
+        cfg.reconcile.scope_sync.as_ref().map(|s| &s.watch),
+    );
     let cluster = KubeCluster::new(
         client.clone(),
         world.clone(),

@@ -45,6 +45,22 @@ pub fn crd_resource() -> ApiResource {
     )
 }
 
+/// ValidatingWebhookConfigurations (Gatekeeper's, for scope sync).
+pub fn webhook_config_resource() -> ApiResource {
+    admission_resource(
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+    )
+}
+
+/// Gatekeeper's `Config` (`config.gatekeeper.sh/v1alpha1`, for scope sync).
+pub fn gatekeeper_config_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("config.gatekeeper.sh", "v1alpha1", "Config"),
+        "configs",
+    )
+}
+
 /// The v1beta1 resource of a constraint kind.
 pub fn constraint_resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(

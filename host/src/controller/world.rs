@@ -82,6 +82,76 @@ pub struct World {
     pub crds: BTreeMap<String, CrdInfo>,
     /// Watches that completed their initial list.
     pub synced: BTreeSet<String>,
+    /// Gatekeeper's objects that scope sync reads, when it is on: its
+    /// ValidatingWebhookConfiguration and its `Config`, by name (at most one each: the
+    /// watches select them by name). See [`World::scope_inputs`].
+    pub webhook_configs: BTreeMap<String, Value>,
+    /// Gatekeeper's `Config` objects (see `webhook_configs`).
+    pub gatekeeper_configs: BTreeMap<String, Value>,
+    /// Scope sync is on: the template reconciler also waits for the two watches above.
+    pub scope_sync: bool,
+}
+
+/// The name of Gatekeeper's validating webhook inside its ValidatingWebhookConfiguration.
+pub const GATEKEEPER_WEBHOOK: &str = "validation.gatekeeper.sh";
+
+/// What scope sync takes from the cluster (Gatekeeper's `--sync-vap-enforcement-scope`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeInputs {
+    /// The [`GATEKEEPER_WEBHOOK`] entry of the webhook configuration, as JSON; `None` while
+    /// there is none (the VAP then has the default match rule, as Gatekeeper's does).
+    pub webhook: Option<String>,
+    /// The namespaces the `Config` excludes for the `webhook` process (entries of
+    /// `spec.match` whose `processes` hold `webhook` or `*`), in order, without repeats.
+    pub excluded_namespaces: Vec<String>,
+}
+
+impl ScopeInputs {
+    /// Scope inputs from Gatekeeper's objects: the webhook configurations and `Config`s
+    /// given (in practice at most one of each).
+    pub fn from_objects<'a>(
+        webhook_configs: impl IntoIterator<Item = &'a Value>,
+        configs: impl IntoIterator<Item = &'a Value>,
+    ) -> Self {
+        let webhook = webhook_configs
+            .into_iter()
+            .filter_map(|c| c.get("webhooks")?.as_array())
+            .flatten()
+            .find(|w| w.get("name").and_then(Value::as_str) == Some(GATEKEEPER_WEBHOOK))
+            .map(|w| w.to_string());
+        let mut excluded_namespaces: Vec<String> = Vec::new();
+        for entry in configs
+            .into_iter()
+            .filter_map(|c| c.pointer("/spec/match")?.as_array())
+            .flatten()
+        {
+            let for_webhook = entry
+                .get("processes")
+                .and_then(Value::as_array)
+                .is_some_and(|p| {
+                    p.iter()
+                        .any(|p| matches!(p.as_str(), Some("webhook") | Some("*")))
+                });
+            if !for_webhook {
+                continue;
+            }
+            for ns in entry
+                .get("excludedNamespaces")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !excluded_namespaces.iter().any(|e| e == ns) {
+                    excluded_namespaces.push(ns.to_string());
+                }
+            }
+        }
+        ScopeInputs {
+            webhook,
+            excluded_namespaces,
+        }
+    }
 }
 
 /// Names of the watches in [`World::synced`].
@@ -94,6 +164,10 @@ pub mod watches {
     pub const VAPBS: &str = "vapbs";
     /// Constraint CRDs.
     pub const CRDS: &str = "crds";
+    /// Gatekeeper's ValidatingWebhookConfiguration (scope sync).
+    pub const WEBHOOK_CONFIG: &str = "webhook-config";
+    /// Gatekeeper's `Config` (scope sync).
+    pub const GATEKEEPER_CONFIG: &str = "gatekeeper-config";
     /// The constraint watch of a kind: `constraints/<lower kind>`.
     pub fn constraints(kind: &str) -> String {
         format!("constraints/{}", kind.to_ascii_lowercase())
@@ -111,6 +185,18 @@ impl World {
         ]
         .iter()
         .all(|w| self.synced.contains(*w))
+            && (!self.scope_sync
+                || [watches::WEBHOOK_CONFIG, watches::GATEKEEPER_CONFIG]
+                    .iter()
+                    .all(|w| self.synced.contains(*w)))
+    }
+
+    /// What scope sync takes from the cluster now.
+    pub fn scope_inputs(&self) -> ScopeInputs {
+        ScopeInputs::from_objects(
+            self.webhook_configs.values(),
+            self.gatekeeper_configs.values(),
+        )
     }
 
     /// Whether the constraints of a kind have been listed once.
@@ -185,6 +271,51 @@ mod tests {
             ("Foo", "a", "2")
         );
         assert!(controller_of(&json!({"metadata": {}})).is_none());
+    }
+
+    #[test]
+    fn scope_inputs_take_gatekeepers_webhook_and_the_webhook_processes_exclusions() {
+        let vwc = json!({"webhooks": [
+            {"name": "check-ignore-label.gatekeeper.sh", "rules": []},
+            {"name": "validation.gatekeeper.sh", "rules": [{"operations": ["CREATE"]}],
+             "matchPolicy": "Exact"}
+        ]});
+        let config = json!({"spec": {"match": [
+            {"excludedNamespaces": ["kube-*", "a"], "processes": ["*"]},
+            {"excludedNamespaces": ["audit-only"], "processes": ["audit"]},
+            {"excludedNamespaces": ["a", "b"], "processes": ["webhook", "sync"]},
+            {"excludedNamespaces": ["no-processes"]}
+        ]}});
+        let s = ScopeInputs::from_objects([&vwc], [&config]);
+        assert_eq!(
+            s.webhook.as_deref(),
+            Some(
+                r#"{"name":"validation.gatekeeper.sh","rules":[{"operations":["CREATE"]}],"matchPolicy":"Exact"}"#
+            )
+        );
+        assert_eq!(s.excluded_namespaces, ["kube-*", "a", "b"]);
+        assert_eq!(ScopeInputs::from_objects([], []), ScopeInputs::default());
+        let other = json!({"webhooks": [{"name": "other"}]});
+        assert_eq!(ScopeInputs::from_objects([&other], []).webhook, None);
+    }
+
+    #[test]
+    fn with_scope_sync_the_template_reconciler_waits_for_its_watches() {
+        let mut w = World::default();
+        for n in [
+            watches::TEMPLATES,
+            watches::VAPS,
+            watches::VAPBS,
+            watches::CRDS,
+        ] {
+            w.synced.insert(n.into());
+        }
+        assert!(w.core_synced());
+        w.scope_sync = true;
+        assert!(!w.core_synced());
+        w.synced.insert(watches::WEBHOOK_CONFIG.into());
+        w.synced.insert(watches::GATEKEEPER_CONFIG.into());
+        assert!(w.core_synced());
     }
 
     #[test]

@@ -1059,6 +1059,7 @@ impl Instance {
                 wait_bound: Duration::from_secs(86_400),
                 probe_interval: Duration::from_millis(1),
                 exempt_namespaces: Vec::new(),
+                scope_sync: None,
                 weakened: scn.weakened,
             },
             readiness: Mutex::default(),

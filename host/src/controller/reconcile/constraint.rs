@@ -78,7 +78,11 @@ pub async fn reconcile_constraint<C: Cluster>(
     };
     let input = snapshot::extract_constraint(&obj);
     let plan = ctx
-        .plan_kind(&ctx.settings, template_json, std::slice::from_ref(&input))
+        .plan_kind(
+            &ctx.current_settings(),
+            template_json,
+            std::slice::from_ref(&input),
+        )
         .map_err(|e| ReconcileError(format!("decision module failed for {kind}/{name}: {e}")))?;
     let Some(b) = plan.bindings.first() else {
         return Err(ReconcileError(format!(

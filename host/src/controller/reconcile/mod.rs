@@ -61,10 +61,24 @@ pub struct ReconcileConfig {
     /// Namespaces no generated policy applies to (`--exempt-namespace`; `vapgen run` always
     /// includes its own namespace). See [`render::exempt_namespaces`].
     pub exempt_namespaces: Vec<String>,
+    /// Scope sync (Gatekeeper's `--sync-vap-enforcement-scope`): the VAP's scope follows
+    /// Gatekeeper's webhook configuration, its `Config` and the exempt namespaces. `None`: off
+    /// (the library's default; `vapgen run` turns it on unless told otherwise).
+    pub scope_sync: Option<ScopeSyncConfig>,
     /// Test-only: parts of the race fix to switch off, so that the schedule-exploration tests
     /// can show they find the races the fix closes. Nothing is weakened by default.
     #[doc(hidden)]
     pub weakened: Weakened,
+}
+
+/// Scope sync's static part (the cluster's part is watched, see [`World::scope_inputs`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeSyncConfig {
+    /// Exempt namespace patterns (`--exempt-namespace`, `--exempt-namespace-prefix` as
+    /// `prefix*`, `--exempt-namespace-suffix` as `*suffix`), as Gatekeeper's flags give them.
+    pub exempt_namespaces: Vec<String>,
+    /// Which of Gatekeeper's objects to watch.
+    pub watch: super::feed::ScopeWatch,
 }
 
 impl Default for ReconcileConfig {
@@ -74,6 +88,7 @@ impl Default for ReconcileConfig {
             wait_bound: Duration::from_secs(30),
             probe_interval: Duration::from_millis(500),
             exempt_namespaces: Vec::new(),
+            scope_sync: None,
             weakened: Weakened::default(),
         }
     }
@@ -153,6 +168,21 @@ const WAIT_FOR_SYNC: Duration = Duration::from_millis(500);
 const CRD_GRACE: Duration = Duration::from_secs(5);
 
 impl<C: Cluster> Ctx<C> {
+    /// The module settings a plan is made with now: the configured ones and, with scope sync
+    /// on, what the watches currently know of Gatekeeper's webhook configuration and `Config`.
+    pub fn current_settings(&self) -> Settings {
+        let mut s = self.settings.clone();
+        if let Some(sync) = &self.config.scope_sync {
+            let inputs = self.world.read().expect("world lock").scope_inputs();
+            s.scope_sync = Some(vapgen_guest::model::ScopeSync {
+                webhook: inputs.webhook,
+                excluded_namespaces: inputs.excluded_namespaces,
+                exempt_namespaces: sync.exempt_namespaces.clone(),
+            });
+        }
+        s
+    }
+
     fn decider(&self) -> Arc<dyn Decide> {
         self.decider.read().expect("decider lock").clone()
     }

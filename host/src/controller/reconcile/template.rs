@@ -24,7 +24,7 @@ pub async fn reconcile_template<C: Cluster>(
     let essence = template_essence(&template);
     let json = essence.to_string();
     let plan = ctx
-        .plan_kind(&ctx.settings, &json, &[])
+        .plan_kind(&ctx.current_settings(), &json, &[])
         .map_err(|e| ReconcileError(format!("decision module failed for template {name}: {e}")));
     let plan = match plan {
         Ok(p) => p,
