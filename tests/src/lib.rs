@@ -95,10 +95,19 @@ pub async fn install_template_crd(client: &Client, namespace: &str) {
         .expect("CRD name")
         .to_string();
     let pp = PatchParams::apply("vapgen-tests").force();
-    Api::<CustomResourceDefinition>::all(client.clone())
+    // A policy another test just deleted (exempt.rs' deny-all) may still be enforced by the
+    // API server's policy cache for a moment: retry what it denies for a few seconds.
+    let retry_from = Instant::now();
+    while let Err(e) = Api::<CustomResourceDefinition>::all(client.clone())
         .patch(&name, &pp, &Patch::Apply(&crd))
         .await
-        .unwrap_or_else(|e| panic!("applying the ConstraintTemplate CRD: {e}"));
+    {
+        let denied = matches!(&e, kube::Error::Api(s) if s.code == 422 || s.code == 403);
+        if !denied || retry_from.elapsed() > Duration::from_secs(15) {
+            panic!("applying the ConstraintTemplate CRD: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
     Api::<Namespace>::all(client.clone())
         .patch(namespace, &pp, &Patch::Apply(&ns))
