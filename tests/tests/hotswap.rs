@@ -2,6 +2,8 @@
 //! bindings with no restart; broken modules are rejected and the last known good one keeps
 //! working. Prints the swap latency (file written → every binding converged).
 
+mod common;
+
 use vapgen_module_build as module_build;
 
 use std::path::{Path, PathBuf};
@@ -10,9 +12,8 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 use sha2::Digest;
+use vapgen::controller::RunConfig;
 use vapgen::controller::module_watch::ModuleWatch;
-use vapgen::controller::{RunConfig, reconcile::ReconcileConfig};
-use vapgen::model::Settings;
 use vapgen::runtime::{BUNDLED_MODULE, Runtime, RuntimeConfig};
 
 const EXEMPTION: &str = r#"{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","kube-public","kube-node-lease"]}]}"#;
@@ -123,31 +124,14 @@ async fn hot_swap_changes_bindings_and_rejects_broken_modules() {
     .unwrap();
     let decider = rt.load_file(&path, None).unwrap();
     let cfg = RunConfig {
-        settings: Settings::default(),
-        // `..default()` keeps fields added later (e.g. test-only switches) at their defaults.
-        #[allow(clippy::needless_update)]
-        reconcile: ReconcileConfig {
-            manage_crds: true,
-            wait_bound: Duration::from_secs(20),
-            probe_interval: Duration::from_millis(300),
-            ..ReconcileConfig::default()
-        },
-        leader_elect: false,
         lease_name: "vapgen-hotswap".into(),
-        lease_namespace: "vapgen-system".into(),
-        lease_duration: 15,
-        lease_grace: 5,
-        identity: "hotswap".into(),
-        http_addr: None,
-        canary: true,
-        workers: 4,
-        resync: Duration::from_secs(300),
         module_watch: Some(ModuleWatch {
             path: path.clone(),
             pin: None,
             suite: None,
             interval: Duration::from_millis(200),
         }),
+        ..common::test_config("hotswap")
     };
     let controller = vapgen::controller::start(client.clone(), decider, cfg)
         .await
