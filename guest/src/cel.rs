@@ -180,14 +180,17 @@ pub const MATCH_KINDS: &str = concat!(
 );
 
 /// The `anyObject` variable: `oldObject` on a DELETE (where `object` is null), `object`
-/// otherwise.
+/// otherwise. Byte for byte Gatekeeper v3.23.1's text (`BindObjectV1Beta1` in
+/// `pkg/drivers/k8scel/transform/cel_snippets.go`, `has()` guard included), so a VAP that
+/// Gatekeeper generated differs from vapgen's only where vapgen chooses to differ.
 pub const ANY_OBJECT: &str =
-    "request.operation == \"DELETE\" && object == null ? oldObject : object";
+    "has(request.operation) && request.operation == \"DELETE\" && object == null ? oldObject : object";
 
 /// The `params` variable: the constraint's `spec.parameters`, or null when `spec` or
-/// `spec.parameters` is absent.
+/// `spec.parameters` is absent. Byte for byte Gatekeeper v3.23.1's text (`BindParamsV1Beta1`,
+/// including its `? null:` without a space).
 pub const PARAMS: &str =
-    "!has(params.spec) ? null : !has(params.spec.parameters) ? null : params.spec.parameters";
+    "!has(params.spec) ? null : !has(params.spec.parameters) ? null: params.spec.parameters";
 
 /// A CEL double-quoted string literal for `s`. JSON's escaping is valid CEL: `\"`, `\\`,
 /// `\n`, `\r`, `\t`, `\b`, `\f` and `\u00XX` for other control characters; everything else
