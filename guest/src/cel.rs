@@ -183,8 +183,7 @@ pub const MATCH_KINDS: &str = concat!(
 /// otherwise. Byte for byte Gatekeeper v3.23.1's text (`BindObjectV1Beta1` in
 /// `pkg/drivers/k8scel/transform/cel_snippets.go`, `has()` guard included), so a VAP that
 /// Gatekeeper generated differs from vapgen's only where vapgen chooses to differ.
-pub const ANY_OBJECT: &str =
-    "has(request.operation) && request.operation == \"DELETE\" && object == null ? oldObject : object";
+pub const ANY_OBJECT: &str = "has(request.operation) && request.operation == \"DELETE\" && object == null ? oldObject : object";
 
 /// The `params` variable: the constraint's `spec.parameters`, or null when `spec` or
 /// `spec.parameters` is absent. Byte for byte Gatekeeper v3.23.1's text (`BindParamsV1Beta1`,
