@@ -1,6 +1,8 @@
 //! The watches that feed the [`World`]: one per shared resource, one per Established
 //! constraint kind, each supervised (one that ends or panics fails `/healthz`). A relist
 //! replaces its cache and is the only news of deletions missed while the watch was down.
+//! The tasks are here; what an event does to the caches — the per-resource mapping, a pure
+//! step the schedule explorer runs too — is in `caches`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,180 +14,16 @@ use serde_json::Value;
 use tokio::task::AbortHandle;
 
 use super::queue::{Key, Queue};
-use super::world::{CrdInfo, World, controller_of, watches};
-use crate::snapshot;
+use super::world::{World, watches};
+
+mod caches;
+
+pub use caches::{Feed, ScopeWatch, crd_info};
 
 use super::resources::{
     constraint_resource, crd_resource, gatekeeper_config_resource, template_resource, vap_resource,
     vapb_resource, webhook_config_resource,
 };
-
-/// Which cache a watch feeds.
-#[derive(Clone, Debug)]
-pub enum Feed {
-    /// ConstraintTemplates.
-    Templates,
-    /// ValidatingAdmissionPolicies.
-    Vaps,
-    /// ValidatingAdmissionPolicyBindings.
-    Vapbs,
-    /// Constraint CRDs.
-    Crds,
-    /// The constraints of one kind.
-    Constraints {
-        /// Exact-case kind.
-        kind: String,
-    },
-    /// Gatekeeper's ValidatingWebhookConfiguration (scope sync).
-    WebhookConfig,
-    /// Gatekeeper's `Config` (scope sync).
-    GatekeeperConfig,
-}
-
-/// Which of Gatekeeper's objects scope sync watches (`vapgen run --sync-vap-enforcement-scope`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScopeWatch {
-    /// Name of Gatekeeper's ValidatingWebhookConfiguration.
-    pub webhook_config: String,
-    /// Namespace of Gatekeeper's `Config` (Gatekeeper's own namespace).
-    pub config_namespace: String,
-    /// Name of Gatekeeper's `Config`.
-    pub config_name: String,
-}
-
-impl Default for ScopeWatch {
-    /// Gatekeeper's names: `gatekeeper-validating-webhook-configuration`, and `config` in
-    /// `gatekeeper-system`.
-    fn default() -> Self {
-        ScopeWatch {
-            webhook_config: "gatekeeper-validating-webhook-configuration".into(),
-            config_namespace: "gatekeeper-system".into(),
-            config_name: "config".into(),
-        }
-    }
-}
-
-impl Feed {
-    /// The name under which [`World::synced`] records this feed's first list.
-    pub fn sync_name(&self) -> String {
-        match self {
-            Feed::Templates => watches::TEMPLATES.into(),
-            Feed::Vaps => watches::VAPS.into(),
-            Feed::Vapbs => watches::VAPBS.into(),
-            Feed::Crds => watches::CRDS.into(),
-            Feed::Constraints { kind } => watches::constraints(kind),
-            Feed::WebhookConfig => watches::WEBHOOK_CONFIG.into(),
-            Feed::GatekeeperConfig => watches::GATEKEEPER_CONFIG.into(),
-        }
-    }
-
-    /// Whether this feed holds an input of scope sync rather than objects with keys.
-    fn is_scope(&self) -> bool {
-        matches!(self, Feed::WebhookConfig | Feed::GatekeeperConfig)
-    }
-
-    /// For a scope feed: every template, if the scope inputs differ from `before` (a change
-    /// re-plans every kind once); nothing otherwise.
-    fn scope_change(w: &World, before: &super::world::ScopeInputs) -> Vec<Key> {
-        if w.scope_inputs() == *before {
-            return Vec::new();
-        }
-        w.templates.keys().cloned().map(Key::Template).collect()
-    }
-
-    fn map<'a>(&self, w: &'a mut World) -> &'a mut BTreeMap<String, Value> {
-        match self {
-            Feed::Templates => &mut w.templates,
-            Feed::Vaps => &mut w.vaps,
-            Feed::Vapbs => &mut w.vapbs,
-            Feed::Crds => unreachable!("CRDs are kept as CrdInfo"),
-            Feed::Constraints { kind } => {
-                w.constraints.entry(kind.to_ascii_lowercase()).or_default()
-            }
-            Feed::WebhookConfig => &mut w.webhook_configs,
-            Feed::GatekeeperConfig => &mut w.gatekeeper_configs,
-        }
-    }
-
-    /// A (re)list of a feed other than CRDs, as a pure step on the caches: the cache becomes
-    /// exactly `objs` and is marked synced; returns the keys to queue (those of the objects
-    /// before and after, so a deletion missed while the watch was down is reconciled). The
-    /// watches and the schedule-exploration simulator both run it.
-    pub fn replace(&self, w: &mut World, objs: Vec<Value>) -> Vec<Key> {
-        if self.is_scope() {
-            let before = w.scope_inputs();
-            let map = self.map(w);
-            map.clear();
-            for o in objs {
-                map.insert(snapshot::name_of(&o).to_string(), o);
-            }
-            w.synced.insert(self.sync_name());
-            return Self::scope_change(w, &before);
-        }
-        let mut keys = Vec::new();
-        let map = self.map(w);
-        for old in map.values() {
-            keys.extend(self.keys(old));
-        }
-        map.clear();
-        for o in objs {
-            keys.extend(self.keys(&o));
-            map.insert(snapshot::name_of(&o).to_string(), o);
-        }
-        w.synced.insert(self.sync_name());
-        keys
-    }
-
-    /// One watch event of a feed other than CRDs, as a pure step on the caches; returns the
-    /// keys to queue. The watches and the simulator both run it.
-    pub fn apply(&self, w: &mut World, obj: Value, deleted: bool) -> Vec<Key> {
-        let before = self.is_scope().then(|| w.scope_inputs());
-        let keys = self.keys(&obj);
-        let map = self.map(w);
-        let name = snapshot::name_of(&obj).to_string();
-        if deleted {
-            map.remove(&name);
-        } else {
-            map.insert(name, obj);
-        }
-        match before {
-            Some(before) => Self::scope_change(w, &before),
-            None => keys,
-        }
-    }
-
-    /// The keys an object's change affects (also used by the schedule-exploration simulator,
-    /// so that it enqueues exactly what the real watches do).
-    pub fn keys(&self, obj: &Value) -> Vec<Key> {
-        let name = snapshot::name_of(obj).to_string();
-        match self {
-            Feed::Templates => vec![Key::Template(name)],
-            Feed::Constraints { kind } => vec![Key::Constraint {
-                kind: kind.clone(),
-                name,
-            }],
-            Feed::Vaps => match controller_of(obj) {
-                Some(c) if c.api_version.starts_with(snapshot::TEMPLATE_GROUP) => {
-                    vec![Key::Template(c.name)]
-                }
-                _ => name
-                    .strip_prefix("gatekeeper-")
-                    .map(|t| vec![Key::Template(t.to_string())])
-                    .unwrap_or_default(),
-            },
-            Feed::Vapbs => match controller_of(obj) {
-                Some(c) if c.api_version.starts_with(snapshot::CONSTRAINT_GROUP) => {
-                    vec![Key::Constraint {
-                        kind: c.kind,
-                        name: c.name,
-                    }]
-                }
-                _ => vec![],
-            },
-            Feed::Crds | Feed::WebhookConfig | Feed::GatekeeperConfig => vec![],
-        }
-    }
-}
 
 /// Shared state of the watch tasks.
 #[derive(Clone)]
@@ -466,63 +304,10 @@ fn watch_remedy(feed: &Feed, e: &watcher::Error) -> &'static str {
     }
 }
 
-/// What the controller keeps of a constraint CRD (`None` for other CRDs).
-pub fn crd_info(obj: &Value) -> Option<CrdInfo> {
-    if obj.pointer("/spec/group").and_then(Value::as_str) != Some(snapshot::CONSTRAINT_GROUP) {
-        return None;
-    }
-    let kind = obj
-        .pointer("/spec/names/kind")
-        .and_then(Value::as_str)
-        .filter(|k| !k.is_empty())?
-        .to_string();
-    let key = kind.to_ascii_lowercase();
-    Some(CrdInfo {
-        plural: obj
-            .pointer("/spec/names/plural")
-            .and_then(Value::as_str)
-            .unwrap_or(&key)
-            .to_string(),
-        kind,
-        established: obj
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.get("type").and_then(Value::as_str) == Some("Established")
-                        && c.get("status").and_then(Value::as_str) == Some("True")
-                })
-            }),
-        uid: obj
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        template_generation: obj
-            .pointer(&format!(
-                "/metadata/annotations/{}",
-                super::crds::TEMPLATE_GENERATION_ANNOTATION.replace('/', "~1")
-            ))
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok()),
-        template_owner: controller_of(obj)
-            .filter(|c| c.api_version.starts_with(snapshot::TEMPLATE_GROUP))
-            .map(|c| c.name),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::caches::tests::crd;
     use super::*;
-
-    fn crd(kind: &str) -> Value {
-        serde_json::json!({
-            "metadata": {"name": format!("{}.{}", kind.to_ascii_lowercase(), snapshot::CONSTRAINT_GROUP), "uid": format!("uid-{kind}")},
-            "spec": {"group": snapshot::CONSTRAINT_GROUP, "names": {"kind": kind, "plural": kind.to_ascii_lowercase()}},
-            // Not Established: no constraint watch is started (nothing to connect to here).
-            "status": {"conditions": [{"type": "Established", "status": "False"}]}
-        })
-    }
 
     /// A relist of CRDs (after a 410 Gone) drops the kinds that are no longer listed: the
     /// deletion event was lost with the watch, and the list is the only news of it.
@@ -567,58 +352,5 @@ mod tests {
         }
         assert!(keys.contains(&"template/gone".to_string()), "{keys:?}");
         assert!(keys.contains(&"Gone/c1".to_string()), "{keys:?}");
-    }
-
-    #[test]
-    fn a_change_of_the_scope_inputs_replans_every_kind_once_and_nothing_else_does() {
-        let mut w = World::default();
-        for t in ["k8sa", "k8sb"] {
-            w.templates
-                .insert(t.into(), serde_json::json!({"metadata": {"name": t}}));
-        }
-        let all = vec![Key::Template("k8sa".into()), Key::Template("k8sb".into())];
-        let vwc = |ops: &str| {
-            serde_json::json!({"metadata": {"name": "gatekeeper-validating-webhook-configuration", "resourceVersion": ops},
-                "webhooks": [{"name": "validation.gatekeeper.sh", "rules": [{"operations": [ops]}]}]})
-        };
-        // The first list: nothing known before, a webhook now.
-        assert_eq!(
-            Feed::WebhookConfig.replace(&mut w, vec![vwc("CREATE")]),
-            all
-        );
-        assert!(w.synced.contains(watches::WEBHOOK_CONFIG));
-        // Same webhook, another resourceVersion (a label edit): nothing to re-plan.
-        let mut same = vwc("CREATE");
-        same["metadata"]["labels"] = serde_json::json!({"x": "y"});
-        assert!(Feed::WebhookConfig.apply(&mut w, same, false).is_empty());
-        assert_eq!(Feed::WebhookConfig.apply(&mut w, vwc("UPDATE"), false), all);
-        let config = |ns: &str| {
-            serde_json::json!({"metadata": {"name": "config"},
-                "spec": {"match": [{"excludedNamespaces": [ns], "processes": ["webhook"]}]}})
-        };
-        assert_eq!(
-            Feed::GatekeeperConfig.replace(&mut w, vec![config("a")]),
-            all
-        );
-        assert!(
-            Feed::GatekeeperConfig
-                .replace(&mut w, vec![config("a")])
-                .is_empty()
-        );
-        assert_eq!(Feed::GatekeeperConfig.apply(&mut w, config("a"), true), all);
-        assert_eq!(w.scope_inputs().excluded_namespaces, Vec::<String>::new());
-        assert_eq!(Feed::WebhookConfig.apply(&mut w, vwc("UPDATE"), true), all);
-        assert_eq!(
-            w.scope_inputs(),
-            crate::controller::world::ScopeInputs::default()
-        );
-    }
-
-    #[test]
-    fn crd_info_reads_only_constraint_crds() {
-        assert!(crd_info(&crd("K")).is_some_and(|i| i.kind == "K" && !i.established));
-        let mut other = crd("K");
-        other["spec"]["group"] = "example.com".into();
-        assert!(crd_info(&other).is_none());
     }
 }
