@@ -15,26 +15,21 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log level on stderr: error, warn, info, debug, trace, or a filter such as
+    /// `vapgen=debug,kube=info` (default: $RUST_LOG, else info for `run`, warn otherwise).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Render the VAPs and bindings for templates and constraints read from YAML files.
     ///
-    /// Prints the objects as a YAML stream that `kubectl apply -f -` accepts, then a summary of
-    /// decisions, warnings and errors as YAML comments. Exits 1 when any input has an error.
-    Plan {
-        /// Files or directories (searched recursively for *.yaml, *.yml, *.json).
-        #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// Print only the objects, not the summary.
-        #[arg(long)]
-        no_summary: bool,
-        #[command(flatten)]
-        settings: SettingsArgs,
-        #[command(flatten)]
-        module: ModuleArgs,
-    },
+    /// Prints each template's constraint CRD, the policies and the bindings on stdout, as a
+    /// YAML stream that `kubectl apply -f -` accepts (or a JSON List), and the summary and
+    /// every error on stderr. Exit codes: 0 no error, 1 an input or generation error, 2 a
+    /// usage error, 141 stdout closed early.
+    Plan(Box<PlanArgs>),
     /// Run decision test suites through the decision module.
     Test {
         /// Suite files or directories of suites.
@@ -48,6 +43,12 @@ enum Command {
     },
     /// Run the controller against a cluster.
     Run(Box<RunArgs>),
+    /// Print a shell completion script: `source <(vapgen completion bash)`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the decision module's identity, interface version and sha256.
     Describe {
         /// Also write the module's bytes to this file (e.g. to ship the bundled module).
@@ -56,6 +57,58 @@ enum Command {
         #[command(flatten)]
         module: ModuleArgs,
     },
+}
+
+/// Options of `vapgen plan`.
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    /// Files or directories (searched recursively for *.yaml, *.yml, *.json); `-` reads
+    /// standard input. Repeatable and comma-separated, as kubectl's.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "PATH",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    paths: Vec<PathBuf>,
+    /// Emit each template's constraint CRD (the one standalone mode creates) before its
+    /// policy. Without it, a policy whose paramKind does not exist makes the API server fail
+    /// every request the policy matches (all CREATE and UPDATE requests), which
+    /// `failurePolicy: Fail` turns into denials. Set to false beside Gatekeeper, which owns
+    /// the constraint CRDs.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    crds: bool,
+    /// Output format of the objects: a YAML stream, or one JSON `v1 List`.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Yaml)]
+    output: Output,
+    /// Summary on stderr: readable text, one JSON document, or none (errors are printed
+    /// on stderr in every case).
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+    summary: SummaryFormat,
+    /// The same as --summary=none.
+    #[arg(long, hide = true)]
+    no_summary: bool,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(flatten)]
+    module: ModuleArgs,
+}
+
+/// `vapgen plan -o`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Yaml,
+    Json,
+}
+
+/// `vapgen plan --summary`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SummaryFormat {
+    Text,
+    Json,
+    None,
 }
 
 /// Options of `vapgen run`.
@@ -156,19 +209,24 @@ enum LogFormat {
 /// Runs the `vapgen` command with the process's arguments; returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = cli.log_level.as_deref();
     if let Command::Run(args) = cli.command {
-        init_logging_with(args.log_format, "info");
+        init_logging_with(args.log_format, level, "info");
         return run(*args);
     }
-    init_logging();
+    init_logging_with(LogFormat::Text, level, "warn");
     match cli.command {
         Command::Run(_) => unreachable!("handled above"),
-        Command::Plan {
-            paths,
-            no_summary,
-            settings,
-            module,
-        } => plan(&paths, no_summary, &settings, &module),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "vapgen", &mut out);
+            match emit(&String::from_utf8_lossy(&out)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
+        }
+        Command::Plan(args) => plan(&args),
         Command::Test {
             paths,
             verbose,
@@ -178,13 +236,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    init_logging_with(LogFormat::Text, "warn");
-}
-
-fn init_logging_with(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+/// Logs to stderr: `--log-level` when given, else `$RUST_LOG`, else `default`.
+fn init_logging_with(format: LogFormat, level: Option<&str>, default: &str) {
+    let filter = match level {
+        Some(l) => tracing_subscriber::EnvFilter::new(l),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+    };
     // Colours only for a person at a terminal, never in files or log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
@@ -433,36 +491,62 @@ fn emit(text: &str) -> Result<(), ExitCode> {
     }
 }
 
-fn plan(
-    paths: &[PathBuf],
-    no_summary: bool,
-    settings: &SettingsArgs,
-    module: &ModuleArgs,
-) -> ExitCode {
-    let (_rt, decider) = match module.load() {
+fn plan(args: &PlanArgs) -> ExitCode {
+    let (_rt, decider) = match args.module.load() {
         Ok(x) => x,
         Err(e) => return fail(chain(&e)),
     };
-    let (objects, read_errors) = manifest::read_paths(paths);
+    let (objects, read_errors) = manifest::read_paths(&args.paths);
     let inputs = planner::classify(objects);
-    let report = planner::plan(&decider, &settings.settings(), &inputs);
-    let mut out = render::to_yaml_stream(&report.objects());
-    if !no_summary {
-        out.push_str("---\n");
-        for line in report.summary().lines() {
-            out.push_str(&format!("# {line}\n"));
+    let report = planner::plan(&decider, &args.settings.settings(), &inputs);
+    let objects = report.objects(args.crds);
+    let out = match args.output {
+        Output::Yaml => render::to_yaml_stream(&objects),
+        Output::Json => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+            format!("{list:#}\n")
         }
-        for e in &read_errors {
-            out.push_str(&format!("# ERROR: {e}\n"));
-        }
-    }
+    };
     if let Err(code) = emit(&out) {
         return code;
+    }
+    let errors = report.errors();
+    let summary = if args.no_summary {
+        SummaryFormat::None
+    } else {
+        args.summary
+    };
+    match summary {
+        SummaryFormat::Text => eprint!("{}", report.summary()),
+        SummaryFormat::Json => {
+            let mut doc = report.summary_json();
+            let read: Vec<String> = read_errors.iter().map(ToString::to_string).collect();
+            doc["readErrors"] = serde_json::json!(read);
+            eprintln!("{doc:#}");
+        }
+        SummaryFormat::None => {}
+    }
+    if !args.crds {
+        for k in &report.kinds {
+            if let Some(p) = &k.policy {
+                let fail = p.pointer("/spec/failurePolicy").and_then(|v| v.as_str());
+                let param = p.pointer("/spec/paramKind/kind").and_then(|v| v.as_str());
+                if let (Some("Fail") | None, Some(param)) = (fail, param) {
+                    eprintln!(
+                        "warning: policy {} has failurePolicy Fail and paramKind {param}: until that CRD exists, the API server denies every request the policy matches, in every namespace (Gatekeeper creates it; without Gatekeeper drop --crds=false)",
+                        crate::snapshot::name_of(p)
+                    );
+                }
+            }
+        }
     }
     for e in &read_errors {
         eprintln!("error: {e}");
     }
-    if report.error_count() + read_errors.len() > 0 {
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    if errors.len() + read_errors.len() > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -477,6 +561,13 @@ fn test(paths: &[PathBuf], verbose: bool, module: &ModuleArgs) -> ExitCode {
     let outcome = suite::run_paths(&decider, paths);
     if let Err(code) = emit(&outcome.render(verbose)) {
         return code;
+    }
+    let cases = outcome.passed() + outcome.failed();
+    if cases == 0 && outcome.errors() == 0 {
+        eprintln!(
+            "error: no test case found in the given paths (a suite file has kind DecisionSuite)"
+        );
+        return ExitCode::from(1);
     }
     if outcome.failed() > 0 || outcome.errors() > 0 {
         ExitCode::from(1)

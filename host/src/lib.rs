@@ -13,7 +13,7 @@
 //! * [`runtime`] loads and runs decision modules (limits, precompile cache, digest pin).
 //! * [`manifest`] reads Kubernetes objects from YAML files.
 //! * [`snapshot`] turns objects into the module's inputs.
-//! * [`render`] turns a plan into Kubernetes objects.
+//! * [`render`] turns a plan into Kubernetes objects; [`crd`] makes constraint CRDs.
 //! * [`planner`] ties them together for a set of objects (used by `vapgen plan`).
 //! * [`suite`] runs decision test suites (`vapgen test`).
 
@@ -24,6 +24,7 @@ pub mod app;
 pub mod cli;
 #[cfg(feature = "controller")]
 pub mod controller;
+pub mod crd;
 pub mod manifest;
 pub mod planner;
 pub mod render;

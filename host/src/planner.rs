@@ -9,6 +9,7 @@ use vapgen_guest::model::{
     BindingOutcome, BindingPlan, KindPlan, PolicyOutcome, Settings, TemplateDecision,
 };
 
+use crate::crd;
 use crate::manifest::SourcedObject;
 use crate::render::{self, Owner};
 use crate::runtime::{CallError, Decide};
@@ -62,6 +63,11 @@ pub struct KindReport {
     pub template_name: String,
     /// The module's plan, or why it could not plan.
     pub plan: Result<KindPlan, CallError>,
+    /// The kind's constraint CRD (what standalone mode creates), for a template with a kind
+    /// and no error: `plan` emits it before the policy, whose `paramKind` it serves.
+    pub crd: Option<Value>,
+    /// Why a template with a kind has no CRD (its parameter schema is not an object).
+    pub crd_problem: Option<String>,
     /// The rendered policy when one must exist.
     pub policy: Option<Value>,
     /// A rendering problem of the policy.
@@ -70,9 +76,43 @@ pub struct KindReport {
     pub bindings: Vec<BindingReport>,
 }
 
+/// One error of a plan: what it is about, where that was read from, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    /// The object, e.g. `template k8srequiredlabels`, `constraint K8sRequiredLabels/owner`.
+    pub subject: String,
+    /// Where the object was read from (empty for the input as a whole).
+    pub origin: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PlanError {
+    fn new(subject: impl Into<String>, origin: &str, message: impl Into<String>) -> Self {
+        PlanError {
+            subject: subject.into(),
+            origin: origin.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.origin.is_empty() {
+            write!(f, "{}: {}", self.subject, self.message)
+        } else {
+            write!(f, "{} ({}): {}", self.subject, self.origin, self.message)
+        }
+    }
+}
+
 /// The result of planning a set of objects.
 #[derive(Debug, Default)]
 pub struct PlanReport {
+    /// Errors of the input as a whole: nothing to plan, duplicated or invalid names. The
+    /// objects they name are not planned.
+    pub problems: Vec<PlanError>,
     /// One per template.
     pub kinds: Vec<KindReport>,
     /// Constraints whose kind has no template in the input.
@@ -82,17 +122,84 @@ pub struct PlanReport {
 }
 
 /// Plans every template of `inputs` with its constraints.
+///
+/// Input errors are reported in [`PlanReport::problems`] and the objects they name are left
+/// out: no templates or constraints at all, a second template of the same name or kind, a
+/// second constraint of the same kind and name, a template or constraint whose name is not a
+/// valid object name (a lowercase RFC 1123 subdomain, which the API server requires).
 pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanReport {
-    let mut by_kind: BTreeMap<&str, Vec<&SourcedObject>> = BTreeMap::new();
-    for c in &inputs.constraints {
-        by_kind
-            .entry(snapshot::kind_of(&c.object))
-            .or_default()
-            .push(c);
-    }
     let mut report = PlanReport::default();
-    let mut planned_kinds = std::collections::BTreeSet::new();
+    if inputs.templates.is_empty() && inputs.constraints.is_empty() {
+        report.problems.push(PlanError::new(
+            "input",
+            "",
+            format!(
+                "no ConstraintTemplate or constraint found ({} other object(s))",
+                inputs.ignored.len()
+            ),
+        ));
+    }
+    let mut templates: Vec<&SourcedObject> = Vec::new();
+    let mut template_names: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut template_kinds: BTreeMap<&str, &str> = BTreeMap::new();
     for t in &inputs.templates {
+        let name = snapshot::name_of(&t.object);
+        let subject = format!("template {name}");
+        if let Some(first) = template_names.get(name) {
+            report.problems.push(PlanError::new(
+                subject,
+                &t.origin,
+                format!(
+                    "duplicate ConstraintTemplate name (first in {first}); this one is not planned"
+                ),
+            ));
+            continue;
+        }
+        if let Some(kind) = snapshot::template_kind(&t.object).filter(|k| !k.is_empty()) {
+            if let Some(first) = template_kinds.get(kind) {
+                report.problems.push(PlanError::new(
+                    subject,
+                    &t.origin,
+                    format!("a second template of kind {kind} (first in {first}); this one is not planned"),
+                ));
+                continue;
+            }
+            template_kinds.insert(kind, &t.origin);
+        }
+        if let Err(why) = check_name(name) {
+            report
+                .problems
+                .push(PlanError::new(subject, &t.origin, why));
+            continue;
+        }
+        template_names.insert(name, &t.origin);
+        templates.push(t);
+    }
+    let mut by_kind: BTreeMap<&str, Vec<&SourcedObject>> = BTreeMap::new();
+    let mut constraint_names: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for c in &inputs.constraints {
+        let kind = snapshot::kind_of(&c.object);
+        let name = snapshot::name_of(&c.object);
+        let subject = format!("constraint {kind}/{name}");
+        if let Some(first) = constraint_names.get(&(kind, name)) {
+            report.problems.push(PlanError::new(
+                subject,
+                &c.origin,
+                format!("duplicate constraint (first in {first}); this one is not planned"),
+            ));
+            continue;
+        }
+        if let Err(why) = check_name(name) {
+            report
+                .problems
+                .push(PlanError::new(subject, &c.origin, why));
+            continue;
+        }
+        constraint_names.insert((kind, name), &c.origin);
+        by_kind.entry(kind).or_default().push(c);
+    }
+    let mut planned_kinds = std::collections::BTreeSet::new();
+    for t in templates {
         let kind = snapshot::template_kind(&t.object).unwrap_or("");
         let constraints: &[&SourcedObject] = by_kind.get(kind).map(Vec::as_slice).unwrap_or(&[]);
         if !kind.is_empty() {
@@ -128,6 +235,36 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
     report
 }
 
+/// Whether `name` is a valid object name: a lowercase RFC 1123 subdomain of at most 253
+/// characters (`[a-z0-9]([-a-z0-9]*[a-z0-9])?` labels joined by `.`), as the API server
+/// checks `metadata.name` of CRDs, custom resources, VAPs and bindings.
+pub fn check_name(name: &str) -> Result<(), String> {
+    const RULE: &str = "a lowercase RFC 1123 subdomain: a-z, 0-9, '-' and '.', starting and ending with a letter or digit";
+    if name.is_empty() {
+        return Err("metadata.name is missing".into());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "metadata.name is {} characters long; an object name has at most 253",
+            name.len()
+        ));
+    }
+    let ok = name.split('.').all(|label| {
+        let b = label.as_bytes();
+        let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        b.first().is_some_and(edge)
+            && b.last().is_some_and(edge)
+            && b.iter().all(|c| edge(c) || *c == b'-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "metadata.name {name:?} is not a valid object name ({RULE})"
+        ))
+    }
+}
+
 fn plan_one(
     decider: &dyn Decide,
     settings: &Settings,
@@ -143,6 +280,8 @@ fn plan_one(
         origin: template.origin.clone(),
         template_name: snapshot::name_of(&template.object).to_string(),
         plan,
+        crd: None,
+        crd_problem: None,
         policy: None,
         policy_problem: None,
         bindings: Vec::new(),
@@ -150,8 +289,15 @@ fn plan_one(
     let Ok(plan) = &report.plan else {
         return report;
     };
+    // The same rule as standalone mode: only a template without errors gets a CRD.
+    if !plan.kind.is_empty() && !matches!(plan.decision, TemplateDecision::Error(_)) {
+        match crd::constraint_crd(&template.object, &plan.kind) {
+            Ok(v) => report.crd = Some(v),
+            Err(e) => report.crd_problem = Some(e.to_string()),
+        }
+    }
     if let PolicyOutcome::Desired(json) = &plan.policy {
-        match render::policy_object(json, &plan.policy_name) {
+        match render::policy_object(json, &plan.policy_name).and_then(checked) {
             Ok(v) => report.policy = Some(v),
             Err(e) => report.policy_problem = Some(e.to_string()),
         }
@@ -170,7 +316,7 @@ fn plan_one(
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let owner = Owner::constraint(&plan.kind, &b.constraint, uid);
-            match render::binding_object(spec, Some(&owner)) {
+            match render::binding_object(spec, Some(&owner)).and_then(checked) {
                 Ok(v) => br.object = Some(v),
                 Err(e) => br.problem = Some(e.to_string()),
             }
@@ -180,41 +326,151 @@ fn plan_one(
     report
 }
 
+/// `object` when its name is a valid object name (a module may return any name).
+fn checked(object: Value) -> Result<Value, render::RenderError> {
+    let name = snapshot::name_of(&object);
+    match check_name(name) {
+        Ok(()) => Ok(object),
+        Err(why) => Err(render::RenderError::InvalidName(why)),
+    }
+}
+
 impl PlanReport {
-    /// Every object to write: policies first, then bindings.
-    pub fn objects(&self) -> Vec<Value> {
-        let mut out: Vec<Value> = self.kinds.iter().filter_map(|k| k.policy.clone()).collect();
+    /// Every object to write: the constraint CRDs first (with `crds`), then the policies,
+    /// then the bindings. Without its CRD a policy's `paramKind` does not exist, and the API
+    /// server then fails every request the policy's bindings match: with `failurePolicy:
+    /// Fail`, it denies them.
+    pub fn objects(&self, crds: bool) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        if crds {
+            out.extend(self.kinds.iter().filter_map(|k| k.crd.clone()));
+        }
+        out.extend(self.kinds.iter().filter_map(|k| k.policy.clone()));
         for k in &self.kinds {
             out.extend(k.bindings.iter().filter_map(|b| b.object.clone()));
         }
         out
     }
 
-    /// Number of errors (template, policy, binding, module and rendering errors, orphans).
-    pub fn error_count(&self) -> usize {
-        let mut n = self.orphans.len();
+    /// Every error: input problems, module and template errors, transform errors, binding
+    /// errors, rendering problems and constraints without a template, in input order.
+    pub fn errors(&self) -> Vec<PlanError> {
+        let mut out = self.problems.clone();
         for k in &self.kinds {
-            match &k.plan {
-                Err(_) => n += 1,
-                Ok(p) => {
-                    n += usize::from(matches!(p.decision, TemplateDecision::Error(_)));
-                    n += usize::from(matches!(p.policy, PolicyOutcome::TransformError(_)));
-                    n += k
-                        .bindings
-                        .iter()
-                        .filter(|b| matches!(b.plan.outcome, BindingOutcome::Error(_)))
-                        .count();
+            let subject = format!("template {}", k.template_name);
+            let plan = match &k.plan {
+                Err(e) => {
+                    out.push(PlanError::new(subject, &k.origin, e.to_string()));
+                    continue;
+                }
+                Ok(p) => p,
+            };
+            if let TemplateDecision::Error(m) = &plan.decision {
+                out.push(PlanError::new(subject.clone(), &k.origin, m.clone()));
+            }
+            if let PolicyOutcome::TransformError(m) = &plan.policy {
+                out.push(PlanError::new(
+                    format!("policy {}", plan.policy_name),
+                    &k.origin,
+                    m.clone(),
+                ));
+            }
+            if let Some(p) = &k.policy_problem {
+                out.push(PlanError::new(
+                    format!("policy {}", plan.policy_name),
+                    &k.origin,
+                    p.clone(),
+                ));
+            }
+            if let Some(p) = &k.crd_problem {
+                out.push(PlanError::new(
+                    format!("constraint CRD of {subject}"),
+                    &k.origin,
+                    p.clone(),
+                ));
+            }
+            for b in &k.bindings {
+                let subject = format!("constraint {}/{}", plan.kind, b.plan.constraint);
+                if let BindingOutcome::Error(e) = &b.plan.outcome {
+                    out.push(PlanError::new(subject.clone(), &b.origin, e.clone()));
+                }
+                if let Some(p) = &b.problem {
+                    out.push(PlanError::new(subject, &b.origin, p.clone()));
                 }
             }
-            n += usize::from(k.policy_problem.is_some());
-            n += k.bindings.iter().filter(|b| b.problem.is_some()).count();
         }
-        n
+        for (origin, kind, name) in &self.orphans {
+            out.push(PlanError::new(
+                format!("constraint {kind}/{name}"),
+                origin,
+                format!("no ConstraintTemplate defines kind {kind:?} in the input"),
+            ));
+        }
+        out
+    }
+
+    /// Number of [`errors`](Self::errors).
+    pub fn error_count(&self) -> usize {
+        self.errors().len()
+    }
+
+    /// The summary as one JSON document (`vapgen plan --summary=json`): per template its
+    /// kind, decision, policy, CRD and constraints; every error; and the counts.
+    pub fn summary_json(&self) -> Value {
+        use serde_json::json;
+        let templates: Vec<Value> = self
+            .kinds
+            .iter()
+            .map(|k| match &k.plan {
+                Err(e) => {
+                    json!({"name": k.template_name, "origin": k.origin, "error": e.to_string()})
+                }
+                Ok(p) => json!({
+                    "name": k.template_name,
+                    "origin": k.origin,
+                    "kind": p.kind,
+                    "decision": decision_text(&p.decision),
+                    "policy": {
+                        "name": p.policy_name,
+                        "generated": k.policy.is_some(),
+                    },
+                    "crd": k.crd.as_ref().map(|c| snapshot::name_of(c).to_string()),
+                    "warnings": p.warnings,
+                    "constraints": k.bindings.iter().map(|b| json!({
+                        "name": b.plan.constraint,
+                        "origin": b.origin,
+                        "outcome": binding_text(&b.plan),
+                        "binding": b.object.as_ref().map(|o| snapshot::name_of(o).to_string()),
+                        "warnings": b.plan.warnings,
+                    })).collect::<Vec<_>>(),
+                }),
+            })
+            .collect();
+        let errors: Vec<Value> = self
+            .errors()
+            .iter()
+            .map(|e| json!({"subject": e.subject, "origin": e.origin, "message": e.message}))
+            .collect();
+        json!({
+            "templates": templates,
+            "ignored": self.ignored,
+            "counts": {
+                "templates": self.kinds.len(),
+                "crds": self.kinds.iter().filter(|k| k.crd.is_some()).count(),
+                "policies": self.kinds.iter().filter(|k| k.policy.is_some()).count(),
+                "bindings": self.kinds.iter().map(|k| k.bindings.iter().filter(|b| b.object.is_some()).count()).sum::<usize>(),
+                "errors": errors.len(),
+            },
+            "errors": errors,
+        })
     }
 
     /// A readable summary, one line per template and constraint.
     pub fn summary(&self) -> String {
         let mut s = String::new();
+        for p in &self.problems {
+            let _ = writeln!(s, "ERROR: {p}");
+        }
         for k in &self.kinds {
             let _ = writeln!(s, "template {} ({})", k.template_name, k.origin);
             let plan = match &k.plan {
@@ -247,6 +503,9 @@ impl PlanReport {
             }
             if let Some(p) = &k.policy_problem {
                 let _ = writeln!(s, "  policy {}: ERROR: {p}", plan.policy_name);
+            }
+            if let Some(p) = &k.crd_problem {
+                let _ = writeln!(s, "  constraint CRD: ERROR: {p}");
             }
             for w in &plan.warnings {
                 let _ = writeln!(s, "  warning: {w}");

@@ -124,6 +124,9 @@ pub enum RenderError {
     /// The policy has no `spec` object.
     #[error("the module returned a policy without spec")]
     NoSpec,
+    /// An object name the API server would refuse (checked by `plan`).
+    #[error("{0}")]
+    InvalidName(String),
 }
 
 fn parse_selector(s: &str, field: &'static str) -> Result<Value, RenderError> {
@@ -206,11 +209,21 @@ pub fn exempt_namespaces(policy: &mut Value, namespaces: &[String]) {
 }
 
 /// Serialises objects as a multi-document YAML stream that `kubectl apply -f -` accepts.
+///
+/// kubectl reads YAML 1.1, where a plain `yes`, `no`, `on`, `off`, `y` or `n` is a boolean:
+/// such strings (Gatekeeper's label `gatekeeper.sh/constraint: "yes"`, parameters) are
+/// written quoted, which a YAML 1.2 writer such as serde_yaml does not do (kubectl then
+/// refused the CRD: "cannot unmarshal bool into … labels of type string").
 pub fn to_yaml_stream(objects: &[Value]) -> String {
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(o).unwrap_or_else(|e| format!("# unprintable: {e}\n")));
+        if let Err(e) = serde_saphyr::to_fmt_writer(&mut out, o) {
+            out.push_str(&format!("# unprintable: {e}\n"));
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
     }
     out
 }
@@ -219,6 +232,24 @@ pub fn to_yaml_stream(objects: &[Value]) -> String {
 mod tests {
     use super::*;
     use vapgen_guest::model::ValidationAction;
+
+    /// The stream reads back as the same objects through the kubectl-like reader, and the
+    /// strings YAML 1.1 would take for booleans or numbers stay strings.
+    #[test]
+    fn yaml_stream_round_trips_through_a_yaml_1_1_reader() {
+        let objects = vec![
+            json!({"metadata": {"labels": {"gatekeeper.sh/constraint": "yes", "a": "on", "b": "N",
+                "c": "0777", "d": "1:20", "e": "true", "f": "~", "g": ""}},
+                "spec": {"expression": "has(object.x) && object.x == \"y\" ? 'a: b' : \"#c\"",
+                    "long": "x".repeat(300), "multi": "line 1\nline 2\n", "n": 3, "t": true, "z": null}}),
+            json!({"kind": "List", "other": [1, "2", {"k": []}]}),
+        ];
+        let text = to_yaml_stream(&objects);
+        let (back, errors) = crate::manifest::parse_documents(&text, "out");
+        assert!(errors.is_empty(), "{errors:?}\n{text}");
+        let back: Vec<Value> = back.into_iter().map(|o| o.object).collect();
+        assert_eq!(back, objects, "{text}");
+    }
 
     #[test]
     fn exempt_namespaces_are_added_next_to_the_modules_selector() {

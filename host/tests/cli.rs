@@ -51,3 +51,205 @@ fn plan_into_a_closed_pipe_stops_quietly() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
 }
+
+/// Runs `vapgen args…` with `stdin`, returning (exit code, stdout, stderr).
+fn vapgen(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vapgen"))
+        .args(args)
+        .current_dir(examples())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vapgen");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("vapgen");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `kind:` of each top-level object of a YAML stream, in order.
+fn kinds(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vapgen-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Safe render: the constraint CRD comes before its policy, then the bindings; the summary
+/// goes to stderr, so stdout is only objects.
+#[test]
+fn plan_emits_the_crd_first_and_only_objects_on_stdout() {
+    let (code, out, err) = vapgen(&["plan", "-f", "requiredlabels"], "");
+    assert_eq!(code, 0, "{err}");
+    let k = kinds(&out);
+    assert_eq!(k[0], "CustomResourceDefinition", "{out}");
+    assert_eq!(k[1], "ValidatingAdmissionPolicy", "{out}");
+    assert!(
+        k[2..]
+            .iter()
+            .all(|k| k == "ValidatingAdmissionPolicyBinding"),
+        "{k:?}"
+    );
+    assert!(!out.contains("\n# "), "summary leaked into stdout: {out}");
+    assert!(err.contains("template k8srequiredlabels"), "{err}");
+}
+
+/// `--crds=false` leaves the CRDs out and warns about each Fail policy's paramKind.
+#[test]
+fn plan_without_crds_warns_about_the_param_kind() {
+    let (code, out, err) = vapgen(&["plan", "--crds=false", "-f", "requiredlabels"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(!kinds(&out).iter().any(|k| k == "CustomResourceDefinition"));
+    assert!(err.contains("paramKind K8sRequiredLabels"), "{err}");
+}
+
+/// `-f -` reads stdin; `-f a,b` takes several paths; `-o json` prints one v1 List;
+/// `--summary=json` prints the counts on stderr.
+#[test]
+fn plan_reads_stdin_and_comma_paths_and_prints_json() {
+    let template =
+        std::fs::read_to_string(examples().join("requiredlabels/template.yaml")).expect("template");
+    let (code, out, err) = vapgen(
+        &[
+            "plan",
+            "-f",
+            "-,requiredlabels/constraints.yaml",
+            "-o",
+            "json",
+            "--summary=json",
+        ],
+        &template,
+    );
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("stdout is JSON");
+    assert_eq!(list["kind"], "List");
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items[0]["kind"], "CustomResourceDefinition");
+    let summary: serde_json::Value = serde_json::from_str(&err).expect("stderr is JSON");
+    assert_eq!(summary["counts"]["errors"], 0);
+    assert_eq!(summary["counts"]["crds"], 1);
+    assert_eq!(summary["counts"]["policies"], 1);
+    assert_eq!(
+        summary["counts"]["bindings"].as_u64(),
+        Some(items.len() as u64 - 2)
+    );
+    assert!(
+        summary["templates"][0]["origin"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("<stdin>")),
+        "{summary}"
+    );
+}
+
+/// Input that cannot be right is an error (exit 1, message on stderr), never a clean run:
+/// an empty directory, a 0-byte file, a duplicated template, a duplicated constraint, a
+/// constraint name the API server refuses.
+#[test]
+fn plan_refuses_empty_duplicate_and_invalid_input() {
+    let dir = scratch("bad-input");
+    std::fs::create_dir_all(dir.join("empty")).expect("dir");
+    std::fs::write(dir.join("zero.yaml"), "").expect("file");
+    let empty = dir.join("empty").display().to_string();
+    let zero = dir.join("zero.yaml").display().to_string();
+    for path in [&empty, &zero] {
+        let (code, out, err) = vapgen(&["plan", "-f", path], "");
+        assert_eq!(code, 1, "{path}: {err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(err.contains("no object found"), "{err}");
+        assert!(err.contains("no ConstraintTemplate or constraint"), "{err}");
+    }
+
+    let template = examples().join("requiredlabels/template.yaml");
+    std::fs::copy(&template, dir.join("copy.yaml")).expect("copy");
+    let copy = dir.join("copy.yaml").display().to_string();
+    let (code, _, err) = vapgen(&["plan", "-f", "requiredlabels", "-f", &copy], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("duplicate ConstraintTemplate name"), "{err}");
+
+    let constraint = "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\n\
+                      metadata:\n  name: NAME\nspec:\n  parameters:\n    labels: [a]\n";
+    let twice = format!(
+        "{}---\n{}",
+        constraint.replace("NAME", "twice"),
+        constraint.replace("NAME", "twice")
+    );
+    let (code, _, err) = vapgen(
+        &["plan", "-f", "requiredlabels/template.yaml", "-f", "-"],
+        &twice,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("duplicate constraint"), "{err}");
+
+    for bad in ["Upper", "ünï", "-dash"] {
+        let (code, out, err) = vapgen(
+            &["plan", "-f", "requiredlabels/template.yaml", "-f", "-"],
+            &constraint.replace("NAME", &format!("{bad:?}")),
+        );
+        assert_eq!(code, 1, "{bad}: {err}");
+        assert!(err.contains("not a valid object name"), "{bad}: {err}");
+        assert!(
+            !kinds(&out)
+                .iter()
+                .any(|k| k == "ValidatingAdmissionPolicyBinding"),
+            "{bad}: a binding was rendered: {out}"
+        );
+    }
+}
+
+/// YAML 1.1 booleans as kubectl reads them: `generateVAP: no` opts the template out.
+#[test]
+fn plan_reads_yaml_1_1_booleans_as_kubectl() {
+    let template = std::fs::read_to_string(examples().join("requiredlabels/template.yaml"))
+        .expect("template")
+        .replace(
+            "      source:\n",
+            "      source:\n        generateVAP: no\n",
+        );
+    assert!(template.contains("generateVAP: no"));
+    let (code, out, err) = vapgen(&["plan", "-f", "-"], &template);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !kinds(&out).iter().any(|k| k == "ValidatingAdmissionPolicy"),
+        "{out}"
+    );
+    assert!(err.contains("skip (source.generateVAP: false)"), "{err}");
+}
+
+/// `vapgen test` on a directory without cases fails instead of passing nothing.
+#[test]
+fn test_without_cases_is_an_error() {
+    let dir = scratch("no-cases");
+    let (code, _, err) = vapgen(&["test", &dir.display().to_string()], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no test case found"), "{err}");
+}
+
+/// `vapgen completion bash` prints a completion script naming the subcommands.
+#[test]
+fn completion_scripts_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = vapgen(&["completion", shell], "");
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(
+            out.contains("plan") && out.contains("describe"),
+            "{shell}: {out}"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! Constraint CRDs made from templates: what standalone mode (`vapgen run --manage-crds`)
+//! creates and what `vapgen plan` emits before the policies, so that every policy's
+//! `paramKind` exists when the policy is applied.
+//!
+//! Without Gatekeeper, someone must serve each template's constraint kind. The CRD is
+//! `<lower kind>.constraints.gatekeeper.sh`, made from `spec.crd` of the template:
+//! cluster-scoped, versions v1beta1 (storage) and v1alpha1, the template's parameter schema
+//! under `spec.parameters`, and a status subresource. With the template's UID known (a
+//! template read from a cluster), the CRD is controlled by the template.
+
+use serde_json::{Value, json};
+
+use crate::snapshot;
+
+/// Annotation recording the template generation a CRD was made from.
+pub const TEMPLATE_GENERATION_ANNOTATION: &str = "vapgen.dev/template-generation";
+
+/// Why a template gives no constraint CRD.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    /// The template names no kind.
+    #[error("the template has no spec.crd.spec.names.kind")]
+    NoKind,
+    /// The parameter schema is there but not an object.
+    #[error("spec.crd.spec.validation.openAPIV3Schema must be an object")]
+    SchemaNotAnObject,
+}
+
+/// The CRD for a template's kind.
+pub fn constraint_crd(template: &Value, kind: &str) -> Result<Value, CrdError> {
+    if kind.is_empty() {
+        return Err(CrdError::NoKind);
+    }
+    let plural = kind.to_ascii_lowercase();
+    let mut params = template
+        .pointer("/spec/crd/spec/validation/openAPIV3Schema")
+        .cloned()
+        .unwrap_or_else(|| json!({"x-kubernetes-preserve-unknown-fields": true}));
+    if !params.is_object() {
+        return Err(CrdError::SchemaNotAnObject);
+    }
+    if params.get("type").is_none() {
+        params["type"] = json!("object");
+    }
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "enforcementAction": {"type": "string"},
+                    "scopedEnforcementActions": {
+                        "type": "array",
+                        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                    },
+                    "match": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    "parameters": params
+                }
+            },
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }
+    });
+    let version = |name: &str, storage: bool| {
+        json!({
+            "name": name, "served": true, "storage": storage,
+            "schema": {"openAPIV3Schema": schema.clone()},
+            "subresources": {"status": {}}
+        })
+    };
+    let generation = template
+        .pointer("/metadata/generation")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let uid = template
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut meta = json!({
+        "name": format!("{plural}.{}", snapshot::CONSTRAINT_GROUP),
+        "labels": {"gatekeeper.sh/constraint": "yes", "app.kubernetes.io/managed-by": "vapgen"},
+        "annotations": {TEMPLATE_GENERATION_ANNOTATION: generation.to_string()},
+    });
+    if !uid.is_empty() {
+        meta["ownerReferences"] = json!([{
+            "apiVersion": format!("{}/v1beta1", snapshot::TEMPLATE_GROUP),
+            "kind": "ConstraintTemplate",
+            "name": snapshot::name_of(template),
+            "uid": uid,
+            "controller": true,
+            "blockOwnerDeletion": true,
+        }]);
+    }
+    Ok(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": meta,
+        "spec": {
+            "group": snapshot::CONSTRAINT_GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": kind,
+                "listKind": format!("{kind}List"),
+                "plural": plural,
+                "singular": plural,
+                "categories": ["constraint", "constraints"],
+            },
+            "versions": [version("v1beta1", true), version("v1alpha1", false)],
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_from_template() {
+        let t = json!({"metadata": {"name": "k8sfoo", "uid": "u", "generation": 3},
+            "spec": {"crd": {"spec": {"names": {"kind": "K8sFoo"},
+                "validation": {"openAPIV3Schema": {"properties": {"labels": {"type": "array", "items": {"type": "string"}}}}}}}}});
+        let crd = constraint_crd(&t, "K8sFoo").unwrap();
+        assert_eq!(crd["metadata"]["name"], "k8sfoo.constraints.gatekeeper.sh");
+        assert_eq!(crd["spec"]["scope"], "Cluster");
+        assert_eq!(
+            crd["metadata"]["annotations"][TEMPLATE_GENERATION_ANNOTATION],
+            "3"
+        );
+        let params = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["parameters"];
+        assert_eq!(params["type"], "object");
+        assert_eq!(params["properties"]["labels"]["type"], "array");
+        assert!(matches!(constraint_crd(&t, ""), Err(CrdError::NoKind)));
+        let bad = json!({"spec": {"crd": {"spec": {"validation": {"openAPIV3Schema": []}}}}});
+        assert_eq!(
+            constraint_crd(&bad, "K8sFoo").unwrap_err().to_string(),
+            "spec.crd.spec.validation.openAPIV3Schema must be an object"
+        );
+    }
+}
