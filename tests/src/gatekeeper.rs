@@ -29,6 +29,35 @@ pub const KEEP_ENV: &str = "VAPGEN_KEEP_GATEKEEPER_CP";
 /// Prefix of the run dirs (followed by `<pid>-<n>`).
 const DIR_PREFIX: &str = "vapgen-cp-gk-";
 
+/// How Gatekeeper is started (`tests/control-plane/gatekeeper-up`'s knobs).
+#[derive(Debug, Clone)]
+pub struct GatekeeperOptions {
+    /// Also run Gatekeeper's `generate` operation (`VAPGEN_GATEKEEPER_GENERATE=1`): it creates
+    /// the constraint CRDs, VAPs and bindings itself. Off by default, as vapgen's coexist mode
+    /// wants.
+    pub generate: bool,
+    /// Its `--default-wait-for-vapb-generation` in seconds (upstream default 30).
+    pub wait_for_vapb_seconds: u32,
+    /// Its `--audit-interval` in seconds.
+    pub audit_interval_seconds: u32,
+    /// More manager flags (`VAPGEN_GATEKEEPER_ARGS`), e.g.
+    /// `--default-create-vap-binding-for-constraints=false`.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for GatekeeperOptions {
+    /// `generate` off, upstream's 30 s wait before bindings, audit every 5 s (short enough
+    /// that audit writes constraint status while a test runs).
+    fn default() -> Self {
+        GatekeeperOptions {
+            generate: false,
+            wait_for_vapb_seconds: 30,
+            audit_interval_seconds: 5,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
 /// A running etcd + kube-apiserver + Gatekeeper started for one test, stopped on drop.
 #[derive(Debug)]
 pub struct GatekeeperControlPlane {
@@ -167,6 +196,15 @@ impl GatekeeperControlPlane {
     ///
     /// Under `CI=true`, if anything fails (with the scripts' output and the log tails).
     pub fn start() -> Option<Self> {
+        Self::start_with(&GatekeeperOptions::default())
+    }
+
+    /// [`GatekeeperControlPlane::start`] with Gatekeeper started as `opts` say.
+    ///
+    /// # Panics
+    ///
+    /// Under `CI=true`, if anything fails.
+    pub fn start_with(opts: &GatekeeperOptions) -> Option<Self> {
         let missing = missing_binaries();
         if !missing.is_empty() && !ci() {
             return give_up(&format!(
@@ -203,31 +241,9 @@ impl GatekeeperControlPlane {
             up_time,
             gatekeeper_time: std::time::Duration::ZERO,
         };
-        let t = Instant::now();
-        // The test's audit interval: short enough that audit writes constraint status while
-        // the test runs (its writes meet vapgen's status.vapgen).
-        let gk = Command::new(control_plane_dir().join("gatekeeper-up"))
-            .env("VAPGEN_CP_DIR", &cp.dir)
-            .env("VAPGEN_GATEKEEPER_AUDIT_INTERVAL", "5")
-            .output();
-        match gk {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                let msg = format!(
-                    "gatekeeper-up failed ({}); its stderr:\n{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                return give_up(&msg);
-            }
-            Err(e) => return give_up(&format!("cannot run gatekeeper-up: {e}")),
+        if let Err(msg) = cp.gatekeeper_up(opts) {
+            return give_up(&msg);
         }
-        cp.gatekeeper_time = t.elapsed();
-        let mut env = String::new();
-        for f in ["env", "env-gatekeeper"] {
-            env += &std::fs::read_to_string(cp.dir.join(f)).unwrap_or_default();
-        }
-        cp.env = parse_env(&env);
         eprintln!(
             "gatekeeper: control plane up in {:.1} s, Gatekeeper up in {:.1} s ({})",
             cp.up_time.as_secs_f64(),
@@ -235,6 +251,63 @@ impl GatekeeperControlPlane {
             cp.dir.display()
         );
         Some(cp)
+    }
+
+    /// Runs `gatekeeper-up` with `opts`, then reads the exported values.
+    fn gatekeeper_up(&mut self, opts: &GatekeeperOptions) -> Result<(), String> {
+        let t = Instant::now();
+        let gk = Command::new(control_plane_dir().join("gatekeeper-up"))
+            .env("VAPGEN_CP_DIR", &self.dir)
+            .env(
+                "VAPGEN_GATEKEEPER_AUDIT_INTERVAL",
+                opts.audit_interval_seconds.to_string(),
+            )
+            .env(
+                "VAPGEN_GATEKEEPER_GENERATE",
+                if opts.generate { "1" } else { "0" },
+            )
+            .env(
+                "VAPGEN_GATEKEEPER_WAIT_FOR_VAPB",
+                opts.wait_for_vapb_seconds.to_string(),
+            )
+            .env("VAPGEN_GATEKEEPER_ARGS", opts.extra_args.join(" "))
+            .output();
+        match gk {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                return Err(format!(
+                    "gatekeeper-up failed ({}); its stderr:\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Err(e) => return Err(format!("cannot run gatekeeper-up: {e}")),
+        }
+        self.gatekeeper_time = t.elapsed();
+        let mut env = String::new();
+        for f in ["env", "env-gatekeeper"] {
+            env += &std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        }
+        self.env = parse_env(&env);
+        Ok(())
+    }
+
+    /// Stops Gatekeeper (`gatekeeper-down`: its webhook configuration, then the process) and
+    /// starts it again as `opts` say; the control plane and every object stay. Blocking.
+    ///
+    /// # Panics
+    ///
+    /// If either script fails (the test asked for a Gatekeeper it then cannot have).
+    pub fn restart_gatekeeper(&mut self, opts: &GatekeeperOptions) {
+        if let Err(msg) = run_script("gatekeeper-down", &self.dir) {
+            panic!("{msg}");
+        }
+        if let Err(msg) = self.gatekeeper_up(opts) {
+            panic!(
+                "{msg}\nlast lines of the log:\n{}",
+                self.gatekeeper_log_tail(30)
+            );
+        }
     }
 
     /// A value `up` or `gatekeeper-up` exported (`VAPGEN_TEST_KUBECONFIG`,
