@@ -121,8 +121,14 @@ pub fn api_error(e: kube::Error) -> ApiError {
         kube::Error::Api(s) if s.code == 422 || s.code == 400 => {
             ApiError::Rejected(s.message.clone())
         }
-        kube::Error::Api(s) => ApiError::Other(format!("{} ({})", s.message, s.code)),
-        _ => ApiError::Other(e.to_string()),
+        kube::Error::Api(s) => ApiError::Kube {
+            message: format!("{} ({})", s.message, s.code),
+            source: e,
+        },
+        _ => ApiError::Kube {
+            message: e.to_string(),
+            source: e,
+        },
     }
 }
 
@@ -155,9 +161,7 @@ impl Cluster for KubeCluster {
 
     async fn get(&self, target: Target, name: &str) -> Result<Option<Value>, ApiError> {
         match self.api(target).get_opt(name).await.map_err(api_error)? {
-            Some(o) => serde_json::to_value(&o)
-                .map(Some)
-                .map_err(|e| ApiError::Other(e.to_string())),
+            Some(o) => serde_json::to_value(&o).map(Some).map_err(ApiError::Json),
             None => Ok(None),
         }
     }
@@ -177,9 +181,7 @@ impl Cluster for KubeCluster {
         let api: Api<DynamicObject> =
             Api::all_with(self.client.clone(), &constraint_resource(kind, &plural));
         match api.get_opt(name).await.map_err(api_error)? {
-            Some(o) => serde_json::to_value(&o)
-                .map(Some)
-                .map_err(|e| ApiError::Other(e.to_string())),
+            Some(o) => serde_json::to_value(&o).map(Some).map_err(ApiError::Json),
             None => Ok(None),
         }
     }
@@ -192,7 +194,7 @@ impl Cluster for KubeCluster {
             .map_err(api_error)?;
         list.items
             .iter()
-            .map(|o| serde_json::to_value(o).map_err(|e| ApiError::Other(e.to_string())))
+            .map(|o| serde_json::to_value(o).map_err(ApiError::Json))
             .collect()
     }
 
@@ -265,11 +267,10 @@ impl KubeCluster {
         obj: &Value,
         known: Option<Option<Value>>,
     ) -> Result<Value, ApiError> {
-        let other = |e: serde_json::Error| ApiError::Other(e.to_string());
         let live = match known {
             Some(cached) => cached,
             None => match api.get_opt(name).await.map_err(api_error)? {
-                Some(o) => Some(serde_json::to_value(&o).map_err(other)?),
+                Some(o) => Some(serde_json::to_value(&o).map_err(ApiError::Json)?),
                 None => None,
             },
         };
@@ -279,7 +280,8 @@ impl KubeCluster {
         };
         let stored = match live {
             None => {
-                let o: DynamicObject = serde_json::from_value(obj.clone()).map_err(other)?;
+                let o: DynamicObject =
+                    serde_json::from_value(obj.clone()).map_err(ApiError::Json)?;
                 api.create(&pp, &o).await
             }
             // Repair: the whole spec is vapgen's, whoever edited it since. Replacing it on a
@@ -288,12 +290,12 @@ impl KubeCluster {
             // merge (e.g. a `Warn` added next to our `Deny`). Others' labels stay.
             Some(mut v) => {
                 overlay(&mut v, obj);
-                let o: DynamicObject = serde_json::from_value(v).map_err(other)?;
+                let o: DynamicObject = serde_json::from_value(v).map_err(ApiError::Json)?;
                 api.replace(name, &pp, &o).await
             }
         }
         .map_err(api_error)?;
-        serde_json::to_value(&stored).map_err(other)
+        serde_json::to_value(&stored).map_err(ApiError::Json)
     }
 
     async fn delete_once(
@@ -396,4 +398,22 @@ pub(crate) fn event_note(message: &str) -> String {
         end -= 1;
     }
     message[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kube_errors_the_reconcilers_do_not_classify_keep_their_source() {
+        let kube_error =
+            || kube::Error::SerdeError(serde_json::from_str::<Value>("{").expect_err("not JSON"));
+        let e = api_error(kube_error());
+        assert!(matches!(&e, ApiError::Kube { .. }), "{e:?}");
+        assert_eq!(e.to_string(), kube_error().to_string());
+        let source = std::error::Error::source(&e).expect("kube's error underneath");
+        assert!(source.is::<kube::Error>());
+        let json = ApiError::Json(serde_json::from_str::<Value>("{").expect_err("not JSON"));
+        assert!(std::error::Error::source(&json).is_some_and(|s| s.is::<serde_json::Error>()));
+    }
 }

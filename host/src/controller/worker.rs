@@ -37,7 +37,7 @@ struct Fence {
     fenced: Cell<bool>,
     /// The first write that failed while the reconciler carried on (a status write): the
     /// reconcile did not do all it decided, so its key runs again with backoff.
-    lost: std::cell::RefCell<Option<String>>,
+    lost: std::cell::RefCell<Option<ReconcileError>>,
 }
 
 tokio::task_local! {
@@ -52,7 +52,7 @@ pub(crate) fn note_fenced() {
 
 /// Records that a write of the running reconcile failed although the reconciler went on
 /// (no-op outside [`reconcile_key`]); the first such error becomes the outcome.
-pub(crate) fn note_lost(error: String) {
+pub(crate) fn note_lost(error: ReconcileError) {
     let _ = FENCE.try_with(|f| {
         f.lost.borrow_mut().get_or_insert(error);
     });
@@ -118,8 +118,10 @@ pub async fn reconcile_key<C: Cluster>(ctx: &Ctx<C>, key: &Key) -> Outcome {
     match result {
         Err(panic) => Outcome::Panicked(panic_message(panic.as_ref())),
         Ok(_) if fenced => Outcome::Fenced,
-        Ok(Ok(_)) if lost.is_some() => Outcome::Failed(ReconcileError(lost.unwrap_or_default())),
-        Ok(Ok(action)) => Outcome::Done(action),
+        Ok(Ok(action)) => match lost {
+            Some(e) => Outcome::Failed(e),
+            None => Outcome::Done(action),
+        },
         Ok(Err(e)) => Outcome::Failed(e),
     }
 }
@@ -188,7 +190,8 @@ mod tests {
         assert!(finish(&q, &k, &Outcome::Panicked("boom".into())).is_some());
         q.fire(&k);
         assert!(q.take(&k));
-        assert!(finish(&q, &k, &Outcome::Failed(ReconcileError("x".into()))).is_some());
+        let failed = ReconcileError::api("x", super::super::reconcile::ApiError::NotFound);
+        assert!(finish(&q, &k, &Outcome::Failed(failed)).is_some());
         assert_eq!(q.failures(&k), 3);
         q.fire(&k);
         assert!(q.take(&k));

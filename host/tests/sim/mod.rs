@@ -60,7 +60,8 @@ use serde_json::{Value, json};
 use vapgen::controller::leader::{Leader, LeaseFuture, LeaseSource};
 use vapgen::controller::queue::{Key, Queue};
 use vapgen::controller::reconcile::{
-    ApiError, Cluster, Ctx, NoObserver, Probe, ReconcileConfig, StatusTarget, Target, Weakened,
+    ApiError, Cluster, Ctx, NoObserver, Probe, ReconcileConfig, ReconcileError, StatusTarget,
+    Target, Weakened,
 };
 use vapgen::controller::record::{Decision, Lookup, Records};
 use vapgen::controller::worker;
@@ -379,6 +380,21 @@ impl Fault {
 
 /// The mark of an injected error's message (such failures are expected, not violations).
 const INJECTED_FAULT: &str = "injected";
+
+/// Whether a failed reconcile failed as the model allows: on a conflict (preconditioned
+/// deletes meet stale caches) or on a fault the explorer injected — the API error under it,
+/// found along its sources.
+fn expected_failure(e: &ReconcileError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(api) = err.downcast_ref::<ApiError>() {
+            return matches!(api, ApiError::Conflict(_))
+                || api.to_string().contains(INJECTED_FAULT);
+        }
+        cur = err.source();
+    }
+    false
+}
 
 /// The simulated API server.
 #[derive(Default)]
@@ -1734,11 +1750,8 @@ impl Sim {
         worker::finish(&inst.ctx.queue, &task.key, &result);
         let mut unexpected = None;
         match &result {
-            worker::Outcome::Failed(e)
-                if !e.0.contains("conflict") && !e.0.contains(INJECTED_FAULT) =>
-            {
-                // Conflicts of preconditioned deletes are expected (stale caches).
-                unexpected = Some(format!("{}: {}", task.key, e.0));
+            worker::Outcome::Failed(e) if !expected_failure(e) => {
+                unexpected = Some(format!("{}: {e}", task.key));
             }
             _ => {}
         }

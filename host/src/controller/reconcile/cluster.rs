@@ -44,7 +44,7 @@ pub enum StatusTarget {
 }
 
 /// A failed API call.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// This replica does not hold the lease: nothing was written.
     #[error("not the leader; write dropped")]
@@ -58,7 +58,20 @@ pub enum ApiError {
     /// The API server rejected the object (validation), with its message.
     #[error("{0}")]
     Rejected(String),
-    /// Anything else (network, timeouts, RBAC).
+    /// The API server or the connection failed otherwise (5xx, 429, RBAC, network,
+    /// timeouts), with kube's error underneath.
+    #[error("{message}")]
+    Kube {
+        /// What the logs and statuses say (for an API status: its message and code).
+        message: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object from the API server that does not convert to JSON.
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    /// Anything else, with its message (the simulated API server's faults, for one).
     #[error("{0}")]
     Other(String),
 }

@@ -39,9 +39,10 @@ pub async fn reconcile_constraint<C: Cluster>(
                 Ok(None) => {}
                 Ok(Some(_)) => return Ok(Action::after(WAIT_FOR_SYNC)),
                 Err(e) => {
-                    return Err(ReconcileError(format!(
-                        "reading constraint {kind}/{name}: {e}"
-                    )));
+                    return Err(ReconcileError::api(
+                        format!("reading constraint {kind}/{name}"),
+                        e,
+                    ));
                 }
             }
         }
@@ -83,11 +84,12 @@ pub async fn reconcile_constraint<C: Cluster>(
             template_json,
             std::slice::from_ref(&input),
         )
-        .map_err(|e| ReconcileError(format!("decision module failed for {kind}/{name}: {e}")))?;
+        .map_err(|e| ReconcileError::module(format!("{kind}/{name}"), e))?;
     let Some(b) = plan.bindings.first() else {
-        return Err(ReconcileError(format!(
-            "decision module returned no binding plan for {kind}/{name}"
-        )));
+        return Err(ReconcileError::NoBindingPlan {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        });
     };
     let live = ctx
         .world
@@ -125,8 +127,12 @@ pub async fn reconcile_constraint<C: Cluster>(
                 )
             } else {
                 let owner = Owner::constraint(kind, name, &identity(&obj).0);
-                let desired = render::binding_object(spec, Some(&owner))
-                    .map_err(|e| ReconcileError(format!("{kind}/{name}: {e}")))?;
+                let desired = render::binding_object(spec, Some(&owner)).map_err(|source| {
+                    ReconcileError::Render {
+                        subject: format!("{kind}/{name}"),
+                        source,
+                    }
+                })?;
                 if live
                     .as_ref()
                     .is_some_and(|l| compare::vapb_equal(&desired, l))
@@ -151,10 +157,10 @@ pub async fn reconcile_constraint<C: Cluster>(
                             ),
                         ),
                         Err(e) => {
-                            return Err(ReconcileError(format!(
-                                "applying binding {}: {e}",
-                                spec.name
-                            )));
+                            return Err(ReconcileError::api(
+                                format!("applying binding {}", spec.name),
+                                e,
+                            ));
                         }
                     }
                 }

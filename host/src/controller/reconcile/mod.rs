@@ -16,7 +16,8 @@
 //!   by side (each touches its own binding and status).
 //!
 //! Modules: [`cluster`] (the port the reconcilers write through), `template` and
-//! `constraint` (the two reconcilers), `removal` (deleting what vapgen made), `strategy`
+//! `constraint` (the two reconcilers), `error` ([`ReconcileError`], why a reconcile is
+//! retried), `removal` (deleting what vapgen made), `strategy`
 //! (the test-only switches back to Gatekeeper's strategy), [`test_hooks`].
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,6 +39,7 @@ use crate::snapshot;
 
 pub mod cluster;
 mod constraint;
+mod error;
 mod removal;
 mod strategy;
 mod template;
@@ -46,6 +48,7 @@ pub mod test_hooks;
 
 pub use cluster::{ApiError, Cluster, Probe, StatusTarget, Target};
 pub use constraint::reconcile_constraint;
+pub use error::{EnsureCrdError, ReconcileError};
 pub use strategy::Weakened;
 pub use template::reconcile_template;
 
@@ -157,11 +160,6 @@ impl Action {
         }
     }
 }
-
-/// A reconcile that must be retried with backoff.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ReconcileError(pub String);
 
 const WAIT_FOR_SYNC: Duration = Duration::from_millis(500);
 /// Delay between deleting a kind's policy and deleting its CRD (standalone mode).
@@ -298,7 +296,10 @@ impl<C: Cluster> Ctx<C> {
             // deletion event requeues what depends on it. Anything else: the key runs again
             // with backoff (the worker logs the failure).
             if !matches!(e, ApiError::NotLeader | ApiError::NotFound) {
-                super::worker::note_lost(format!("status write of {object} failed: {e}"));
+                super::worker::note_lost(ReconcileError::api(
+                    format!("status write of {object} failed"),
+                    e,
+                ));
             }
             return;
         }

@@ -32,9 +32,12 @@ pub(super) async fn remove_kind_objects<C: Cluster>(
         // cache: the previous leader may have created one just before a take-over, and a
         // binding must not outlive its policy.
         let listed = ctx.cluster.list(Target::Vapb).await.map_err(|e| {
-            ReconcileError(format!(
-                "listing ValidatingAdmissionPolicyBindings before deleting the policy of {kind_key}: {e}"
-            ))
+            ReconcileError::api(
+                format!(
+                    "listing ValidatingAdmissionPolicyBindings before deleting the policy of {kind_key}"
+                ),
+                e,
+            )
         })?;
         bindings = listed
             .into_iter()
@@ -68,11 +71,10 @@ pub(super) async fn delete_or_retry<C: Cluster>(
     // in the middle of a kind's removal let the VAP go before one of its bindings).
     match ctx.write_delete(target, live).await {
         Ok(()) => Ok(()),
-        Err(e) => Err(ReconcileError(format!(
-            "deleting {} {}: {e}",
-            target.as_str(),
-            snapshot::name_of(live)
-        ))),
+        Err(e) => Err(ReconcileError::api(
+            format!("deleting {} {}", target.as_str(), snapshot::name_of(live)),
+            e,
+        )),
     }
 }
 

@@ -58,7 +58,7 @@ pub(super) fn record_from_cached_template<C: Cluster>(
     let json = template_essence(&template).to_string();
     let plan = ctx
         .plan_kind(&ctx.current_settings(), &json, &[])
-        .map_err(|e| ReconcileError(format!("decision module failed for kind {kind}: {e}")))?;
+        .map_err(|e| ReconcileError::module(format!("kind {kind}"), e))?;
     let decision = match (&plan.decision, &plan.policy) {
         (TemplateDecision::Generate, PolicyOutcome::Desired(_)) => Decision::Generate {
             policy: PolicyState::Applied,

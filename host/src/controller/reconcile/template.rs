@@ -25,11 +25,11 @@ pub async fn reconcile_template<C: Cluster>(
     let json = essence.to_string();
     let plan = ctx
         .plan_kind(&ctx.current_settings(), &json, &[])
-        .map_err(|e| ReconcileError(format!("decision module failed for template {name}: {e}")));
+        .map_err(|e| ReconcileError::module(format!("template {name}"), e));
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {
-            let status = template_status(&template, "error", &e.0, &[], None);
+            let status = template_status(&template, "error", &e.to_string(), &[], None);
             ctx.write_status(&StatusTarget::Template(name.into()), &template, status)
                 .await;
             return Err(e);
@@ -54,11 +54,10 @@ pub async fn reconcile_template<C: Cluster>(
         && !matches!(plan.decision, TemplateDecision::Error(_))
         && let Err(e) = ensure_crd(ctx, &template, &plan).await
     {
-        let e = e.to_string();
-        let status = template_status(&template, "error", &e, &plan.warnings, None);
+        let status = template_status(&template, "error", &e.to_string(), &plan.warnings, None);
         ctx.write_status(&StatusTarget::Template(name.into()), &template, status)
             .await;
-        return Err(ReconcileError(e));
+        return Err(ReconcileError::Crd(e));
     }
     match (&plan.decision, &plan.policy) {
         (TemplateDecision::Generate, PolicyOutcome::Desired(vap_json)) => {
@@ -137,10 +136,10 @@ pub(super) async fn generate<C: Cluster>(
             .get(Target::Vap, &plan.policy_name)
             .await
             .map_err(|e| {
-                ReconcileError(format!(
-                    "reading ValidatingAdmissionPolicy {}: {e}",
-                    plan.policy_name
-                ))
+                ReconcileError::api(
+                    format!("reading ValidatingAdmissionPolicy {}", plan.policy_name),
+                    e,
+                )
             })?;
     }
     let foreign = live.as_ref().and_then(|l| {
@@ -183,11 +182,12 @@ pub(super) async fn generate<C: Cluster>(
             }
             Err(e) => {
                 // Transient: keep the previous record, retry with backoff.
-                retry = Some(ReconcileError(format!(
-                    "applying ValidatingAdmissionPolicy {}: {e}",
-                    plan.policy_name
-                )));
-                PolicyState::Failed(e.to_string())
+                let failed = PolicyState::Failed(e.to_string());
+                retry = Some(ReconcileError::api(
+                    format!("applying ValidatingAdmissionPolicy {}", plan.policy_name),
+                    e,
+                ));
+                failed
             }
         }
     };
@@ -362,23 +362,6 @@ pub(super) fn template_status(
         "warnings": (!warnings.is_empty()).then_some(warnings),
         "readiness": readiness,
     })
-}
-
-/// Why a template's constraint CRD is not in place (the template's status says so).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum EnsureCrdError {
-    /// The template gives no CRD.
-    #[error(transparent)]
-    Invalid(#[from] crate::controller::crds::CrdError),
-    /// The API server did not take it.
-    #[error("cannot create or update CustomResourceDefinition {name}: {source}")]
-    Write {
-        /// The CRD's name.
-        name: String,
-        /// The failed apply.
-        #[source]
-        source: ApiError,
-    },
 }
 
 pub(super) async fn ensure_crd<C: Cluster>(
