@@ -1,11 +1,14 @@
 //! Building a decision module from a Rust crate of this workspace: compile it for
 //! `wasm32-unknown-unknown` with the `guest` profile and turn the core module into a
 //! component. `host/build.rs` builds the bundled module with it; the `build_module` example
-//! and the tests that build other modules use the same steps.
+//! and the tests that build other modules use the same steps. [`testdata`]: inputs the test
+//! crates share.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod testdata;
 
 /// The target decision modules are compiled for.
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";

@@ -238,7 +238,7 @@ fn random_corpus_is_identical_natively_and_in_wasm() {
 
 #[test]
 fn gatekeeper_library_is_identical_natively_and_in_wasm() {
-    let Some(root) = vapgen_tests::conformance_library() else {
+    let Some(root) = vapgen_module_build::testdata::conformance_library() else {
         return;
     };
     let (objects, errors) = manifest::read_paths(std::slice::from_ref(&root));

@@ -220,29 +220,9 @@ pub async fn as_service_account(ns: &str, name: &str) -> Client {
     .await
 }
 
-/// The gatekeeper-library corpus (16 CEL templates with suites), found as `tests/corpus-dir`
-/// documents: `$VAPGEN_CONFORMANCE/gatekeeper-library`, else `../shared/conformance` beside
-/// the repository. `None` (with a loud message on stderr) when neither exists; under
-/// `CI=true` that is a failure of the CI setup and panics.
-pub fn conformance_library() -> Option<PathBuf> {
-    let dir = match std::env::var_os("VAPGEN_CONFORMANCE") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
-    };
-    let lib = dir.join("gatekeeper-library");
-    if lib.is_dir() {
-        return Some(lib);
-    }
-    let msg = format!(
-        "the gatekeeper-library corpus is not at {}: set VAPGEN_CONFORMANCE (tests/corpus-dir finds or fetches it; ./test does this)",
-        lib.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED (no corpus): {msg}");
-    None
-}
+/// The gatekeeper-library corpus and the fault module, shared with the host's tests through
+/// the module-build crate (the host cannot depend on this crate: this crate depends on it).
+pub use vapgen_module_build::testdata::{conformance_library, fault_module};
 
 /// Path of a kubectl matching the test API server (`VAPGEN_KUBECTL`), if set.
 pub fn kubectl() -> Option<PathBuf> {
@@ -615,23 +595,6 @@ pub fn parse_audit_log(text: &str) -> Vec<AuditEvent> {
 /// expect rather than reading once right after a request.
 pub fn read_audit_events(path: &Path) -> std::io::Result<Vec<AuditEvent>> {
     Ok(parse_audit_log(&std::fs::read_to_string(path)?))
-}
-
-/// The test fault module (`host/tests/data/faults/module.wat`, a hand-written decision module)
-/// with `plan-kind`'s body and the exported interface version replaced, as a component.
-pub fn fault_module(plan_body: &str, version: &str) -> Vec<u8> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let wat = std::fs::read_to_string(root.join("host/tests/data/faults/module.wat"))
-        .expect("read module.wat")
-        .replace("{VERSION}", version)
-        .replace("{PLAN_BODY}", plan_body);
-    let wit = std::fs::read_to_string(root.join("wit/decider.wit"))
-        .expect("read wit/decider.wit")
-        .replace(
-            "package vapgen:decider@0.1.0;",
-            &format!("package vapgen:decider@{version};"),
-        );
-    vapgen_module_build::componentize_wat(&wat, &wit, "decider").expect("componentize")
 }
 
 #[cfg(test)]

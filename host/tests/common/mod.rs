@@ -15,10 +15,8 @@ pub fn componentize_wat(wat: &str, wit: &str, world: &str) -> Vec<u8> {
     vapgen_module_build::componentize_wat(wat, wit, world).expect("componentize")
 }
 
-/// The fault module with `plan-kind`'s body and the exported interface version replaced.
-pub fn fault_module(plan_body: &str, version: &str) -> Vec<u8> {
-    vapgen_tests::fault_module(plan_body, version)
-}
+/// The fault module, shared with the cluster tests through the module-build crate.
+pub use vapgen_module_build::testdata::fault_module;
 
 /// A tiny valid template for calls that must reach plan-kind.
 pub const TEMPLATE: &str = r#"{"apiVersion":"templates.gatekeeper.sh/v1","kind":"ConstraintTemplate","metadata":{"name":"k8sfoo"},"spec":{"crd":{"spec":{"names":{"kind":"K8sFoo"}}},"targets":[{"target":"admission.k8s.gatekeeper.sh","code":[{"engine":"K8sNativeValidation","source":{"validations":[{"expression":"true"}]}}]}]}}"#;
