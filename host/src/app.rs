@@ -43,6 +43,13 @@ enum Command {
     },
     /// Run the controller against a cluster.
     Run(Box<RunArgs>),
+    /// `plan` as a KRM function: a ResourceList on stdin, the same list with the generated
+    /// objects and `results` on stdout (kustomize exec/containerised functions, Argo CD
+    /// plugins; see README "GitOps"). Exit 1 when any result is an error.
+    Krm {
+        #[command(flatten)]
+        module: ModuleArgs,
+    },
     /// Print a shell completion script: `source <(vapgen completion bash)`.
     Completion {
         /// The shell.
@@ -217,6 +224,7 @@ pub fn main() -> ExitCode {
     init_logging_with(LogFormat::Text, level, "warn");
     match cli.command {
         Command::Run(_) => unreachable!("handled above"),
+        Command::Krm { module } => krm(&module),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -547,6 +555,40 @@ fn plan(args: &PlanArgs) -> ExitCode {
         eprintln!("error: {e}");
     }
     if errors.len() + read_errors.len() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn krm(module: &ModuleArgs) -> ExitCode {
+    let (_rt, decider) = match module.load() {
+        Ok(x) => x,
+        Err(e) => return fail(chain(&e)),
+    };
+    let mut input = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input) {
+        return fail(format!("cannot read the ResourceList from stdin: {e}"));
+    }
+    let out = match crate::krm::run(&input, &decider) {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(results) = out.resource_list["results"].as_array() {
+        for r in results {
+            let severity = r["severity"].as_str().unwrap_or("info");
+            eprintln!("{severity}: {}", r["message"].as_str().unwrap_or(""));
+        }
+    }
+    if let Err(code) = emit(&render::to_yaml_stream(std::slice::from_ref(
+        &out.resource_list,
+    ))) {
+        return code;
+    }
+    if out.errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -16,6 +16,7 @@
 //! * [`render`] turns a plan into Kubernetes objects; [`crd`] makes constraint CRDs.
 //! * [`planner`] ties them together for a set of objects (used by `vapgen plan`).
 //! * [`suite`] runs decision test suites (`vapgen test`).
+//! * [`krm`] is `plan` as a KRM function (`vapgen krm`, for kustomize and Argo CD).
 
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod cli;
 #[cfg(feature = "controller")]
 pub mod controller;
 pub mod crd;
+pub mod krm;
 pub mod manifest;
 pub mod planner;
 pub mod render;
