@@ -106,8 +106,14 @@ pub enum LoadError {
     #[error("not a WebAssembly component (bad magic number)")]
     NotWasm,
     /// wasmtime could not compile the component.
-    #[error("cannot compile decision module: {0}")]
-    Compile(String),
+    #[error("cannot compile decision module: {message}")]
+    Compile {
+        /// wasmtime's error with its causes (`{:#}`).
+        message: String,
+        /// wasmtime's error.
+        #[source]
+        source: WasmtimeError,
+    },
     /// The component imports something; decision modules must be self-contained.
     #[error("decision modules must have no imports, but this one imports: {0}")]
     HasImports(String),
@@ -125,11 +131,36 @@ pub enum LoadError {
         supported: String,
     },
     /// The exported interface has the right name but the wrong types.
-    #[error("the module's {INTERFACE} export does not match the contract: {0}")]
-    TypeMismatch(String),
+    #[error("the module's {INTERFACE} export does not match the contract: {message}")]
+    TypeMismatch {
+        /// wasmtime's error with its causes (`{:#}`).
+        message: String,
+        /// wasmtime's error.
+        #[source]
+        source: WasmtimeError,
+    },
     /// `describe` failed.
     #[error("the module failed its describe() call: {0}")]
     Describe(#[source] CallError),
+}
+
+/// wasmtime's error as a [`std::error::Error`] (wasmtime's own type is not one).
+pub type WasmtimeError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl LoadError {
+    fn compile(e: wasmtime::Error) -> Self {
+        LoadError::Compile {
+            message: format!("{e:#}"),
+            source: e.into_boxed_dyn_error(),
+        }
+    }
+
+    fn type_mismatch(e: wasmtime::Error) -> Self {
+        LoadError::TypeMismatch {
+            message: format!("{e:#}"),
+            source: e.into_boxed_dyn_error(),
+        }
+    }
 }
 
 /// Why a call into a module failed.
@@ -280,7 +311,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .and_then(bindings::DeciderPre::new)
-            .map_err(|e| LoadError::TypeMismatch(format!("{e:#}")))?;
+            .map_err(LoadError::type_mismatch)?;
         let mut decider = Decider {
             runtime: self.clone(),
             pre,
@@ -308,8 +339,7 @@ impl Runtime {
         if let Some(component) = cached.as_deref().and_then(|p| precompiled::load(engine, p)) {
             return Ok(component);
         }
-        let component =
-            Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = Component::new(engine, bytes).map_err(LoadError::compile)?;
         if let Some(path) = cached
             && let Err(e) = precompiled::store(&component, &path)
         {
@@ -608,6 +638,27 @@ mod tests {
             Err(LoadError::CoreModule)
         ));
         assert!(check_magic(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn a_component_that_does_not_compile_keeps_wasmtimes_error_as_its_source() {
+        let rt = Runtime::new(RuntimeConfig {
+            cache_dir: None,
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime");
+        let bytes = b"\0asm\x0d\0\x01\0\xff\xff\xff";
+        let Err(e) = rt.load_bytes(bytes, None, ModuleSource::Bundled) else {
+            panic!("garbage after a component header compiled");
+        };
+        assert!(matches!(e, LoadError::Compile { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot compile decision module: "),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("wasmtime's error underneath");
+        assert!(!source.to_string().is_empty());
     }
 }
 
