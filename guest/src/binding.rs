@@ -190,6 +190,14 @@ fn validate(action: EnforcementAction, c: &Constraint) -> Result<(), String> {
     if c.name.is_empty() {
         return Err("the constraint has no metadata.name".to_string());
     }
+    if !constraint_name_ok(&c.name) {
+        return Err(fill(
+            "metadata.name {n} is not a valid constraint name: Gatekeeper's constraint CRD \
+             allows at most 63 characters, and a name is a DNS-1123 subdomain (lowercase \
+             letters, digits, '-' and '.', starting and ending with a letter or digit)",
+            &[("n", &quote(&c.name))],
+        ));
+    }
     if action == EnforcementAction::Unrecognized {
         return Err(fill(
             "unrecognized spec.enforcementAction {a}; allowed values: deny, dryrun, warn, \
@@ -204,6 +212,27 @@ fn validate(action: EnforcementAction, c: &Constraint) -> Result<(), String> {
     Ok(())
 }
 
+/// frameworks' `ValidateCR` (a DNS-1123 subdomain) and its constraint CRD schema
+/// (`metadata.name` MaxLength 63).
+fn constraint_name_ok(name: &str) -> bool {
+    // Byte loops only: `str::contains` would pull the substring searcher into the wasm.
+    let b = name.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || b.len() > 63 || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut prev = b[0];
+    for &c in b {
+        // Each dot-separated label starts and ends with a letter or digit.
+        let ok = alnum(c) || (c == b'-' && prev != b'.') || (c == b'.' && alnum(prev));
+        if !ok {
+            return false;
+        }
+        prev = c;
+    }
+    true
+}
+
 /// Gatekeeper's `ValidateScopedEnforcementAction`.
 fn validate_scoped(c: &Constraint) -> Result<(), String> {
     let entries = match &c.scoped_enforcement_actions {
@@ -214,13 +243,9 @@ fn validate_scoped(c: &Constraint) -> Result<(), String> {
                     .to_string(),
             );
         }
-        Some(e) if e.is_empty() => {
-            return Err(
-                "spec.enforcementAction is scoped but spec.scopedEnforcementActions is \
-                        empty; add at least one {action, enforcementPoints} entry"
-                    .to_string(),
-            );
-        }
+        // As Gatekeeper (issue #13, F4): an empty list is valid and names no enforcement
+        // point, so no binding and no error (a warning says so).
+        Some(e) if e.is_empty() => return Ok(()),
         Some(e) => e,
     };
     for (i, e) in entries.iter().enumerate() {
@@ -258,6 +283,17 @@ fn validate_scoped(c: &Constraint) -> Result<(), String> {
 }
 
 fn warnings(action: EnforcementAction, c: &Constraint) -> Vec<String> {
+    if action == EnforcementAction::Scoped
+        && c.scoped_enforcement_actions
+            .as_ref()
+            .is_some_and(|e| e.is_empty())
+    {
+        return vec![
+            "spec.scopedEnforcementActions is empty: the constraint is enforced at no \
+             enforcement point (Gatekeeper accepts it too)"
+                .to_string(),
+        ];
+    }
     if action != EnforcementAction::Scoped && c.scoped_enforcement_actions.is_some() {
         return vec![
             "spec.scopedEnforcementActions is ignored because spec.enforcementAction is not \
@@ -450,8 +486,12 @@ mod tests {
         let p = run(true, &c);
         assert!(!p.intends_binding);
         assert!(error(&p).contains("scopedEnforcementActions is missing"));
+        // F4: an empty list is no error (as Gatekeeper), and no binding.
         c.scoped_enforcement_actions = Some(Vec::new());
-        assert!(error(&run(true, &c)).contains("scopedEnforcementActions is empty"));
+        let p = run(true, &c);
+        assert_eq!(p.outcome, O::None(NoBindingReason::NoIntent));
+        assert!(!p.intends_binding);
+        assert!(p.warnings[0].contains("scopedEnforcementActions is empty"));
         let p = run(true, &scoped(&[("deny", &[])]));
         assert!(error(&p).contains("[0] has no enforcementPoints"));
         let p = run(
@@ -564,14 +604,36 @@ mod tests {
 
     #[test]
     fn long_constraint_names() {
-        let name = "n".repeat(260);
+        // Gatekeeper's constraint CRD refuses names over 63 characters (F2); the names the
+        // plan reports stay within 253 all the same.
         let mut c = constraint(None);
-        c.name = name.clone();
+        c.name = "n".repeat(63);
+        let O::Bind(spec) = run(true, &c).outcome else {
+            panic!("63 characters bind")
+        };
+        assert_eq!(spec.param_name, c.name);
+        c.name = "n".repeat(260);
         let p = run(true, &c);
         assert!(p.binding_name.len() <= 253);
         assert_eq!(p.legacy_binding_name, None);
-        let O::Bind(spec) = p.outcome else { panic!() };
-        assert_eq!(spec.name, p.binding_name);
-        assert_eq!(spec.param_name, name);
+        let O::Error(e) = p.outcome else { panic!() };
+        assert!(e.contains("at most 63"), "{e}");
+    }
+
+    #[test]
+    fn f2_names_gatekeeper_refuses_are_errors() {
+        for bad in ["Upper", "-a", "a-", "a..b", "a.-b", "a_b", &"n".repeat(64)] {
+            let mut c = constraint(None);
+            c.name = bad.to_string();
+            assert!(
+                matches!(run(true, &c).outcome, O::Error(e) if e.contains("not a valid constraint name")),
+                "{bad}"
+            );
+        }
+        for fine in ["a", "a.b", "a-b-0", "0a"] {
+            let mut c = constraint(None);
+            c.name = fine.to_string();
+            assert!(matches!(run(true, &c).outcome, O::Bind(_)), "{fine}");
+        }
     }
 }

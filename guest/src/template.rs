@@ -9,6 +9,9 @@ use crate::text::{fill, must_be, num};
 /// The engine name of the CEL code entry.
 pub const CEL_ENGINE: &str = "K8sNativeValidation";
 
+/// Gatekeeper's one target (its `K8sValidationTarget`).
+pub const TARGET: &str = "admission.k8s.gatekeeper.sh";
+
 /// The `NotApplicable` message (the same text Gatekeeper writes to constraint status, B3).
 pub const ENGINE_MISSING: &str = "K8sNativeValidation engine is missing";
 
@@ -71,6 +74,7 @@ fn decide<'a>(
     check_identity(&a.name, &a.kind).map_err(TemplateDecision::Error)?;
     let target = single_target(doc).map_err(TemplateDecision::Error)?;
     a.operations = target.get("operations").filter(|v| **v != Value::Null);
+    check_operations(a.operations).map_err(TemplateDecision::Error)?;
     let entry = cel_entry(target)?;
     let src =
         source::parse(entry.get("source"), &mut a.warnings).map_err(TemplateDecision::Error)?;
@@ -129,6 +133,18 @@ fn check_identity(name: &str, kind: &str) -> Result<(), String> {
         ));
     }
     let lower = kind.to_ascii_lowercase();
+    // The constraint CRD's names (frameworks' CreateCRD): plural and singular are lower(kind),
+    // listKind is kind + "List"; the API server requires each, lowercased, to be a DNS-1035
+    // label, so the longest kind is 59 characters.
+    let list = fill("{lower}list", &[("lower", &lower)]);
+    if !dns1035_label(&lower) || !dns1035_label(&list) {
+        return Err(fill(
+            "spec.crd.spec.names.kind {kind} cannot name a CRD: lowercased, it and its list \
+             kind {list} must be DNS-1035 labels (a letter, then letters, digits or '-', not \
+             ending in '-', at most 63 characters), so a kind has at most 59",
+            &[("kind", &quote(kind)), ("list", &quote(&list))],
+        ));
+    }
     if name != lower {
         return Err(fill(
             "metadata.name {name} must be the lowercase of spec.crd.spec.names.kind, {lower}",
@@ -138,8 +154,53 @@ fn check_identity(name: &str, kind: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// T1: exactly one target.
+/// Gatekeeper's admission webhook (`validateTemplate`) refuses `*` next to other operations.
+fn check_operations(ops: Option<&Value>) -> Result<(), String> {
+    if let Some(Value::Array(items)) = ops
+        && items.len() > 1
+        && items.iter().any(|o| o.as_str() == Some("*"))
+    {
+        return Err(
+            "spec.targets[0].operations: \"*\" must be the only operation when present \
+             (Gatekeeper's webhook refuses the template)"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// A DNS-1035 label: `[a-z]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+fn dns1035_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// T1: exactly one target, and it is Gatekeeper's admission target (frameworks' client knows
+/// no other: CreateCRD refuses the template, so Gatekeeper never makes its CRD).
 fn single_target(doc: &Value) -> Result<&Value, String> {
+    let t = one_target(doc)?;
+    match t.get("target").and_then(Value::as_str) {
+        Some(TARGET) => Ok(t),
+        _ => Err(fill(
+            "spec.targets[0].target must be {want}, got {got}: Gatekeeper has no other target",
+            &[
+                ("want", &quote(TARGET)),
+                (
+                    "got",
+                    &t.get("target")
+                        .map_or("nothing".to_string(), Value::to_json),
+                ),
+            ],
+        )),
+    }
+}
+
+fn one_target(doc: &Value) -> Result<&Value, String> {
     let targets = match doc.pointer(&["spec", "targets"]) {
         None | Some(Value::Null) => &[][..],
         Some(Value::Array(items)) => items,
@@ -328,6 +389,48 @@ mod tests {
         // Identity errors win even over "not applicable".
         let rego = template(REGO).replace(r#""name":"k8sfoo""#, r#""name":"x""#);
         assert!(error_of(&rego).contains("lowercase"));
+    }
+
+    #[test]
+    fn f1_templates_gatekeeper_cannot_make_a_crd_for_are_errors() {
+        // A target other than Gatekeeper's: frameworks' CreateCRD has no handler for it.
+        let other = template(CEL).replace(TARGET, "admission.k8s.example.com");
+        let e = error_of(&other);
+        assert!(
+            e.contains("spec.targets[0].target") && e.contains("example.com"),
+            "{e}"
+        );
+        let none = template(CEL).replace(r#""target":"admission.k8s.gatekeeper.sh","#, "");
+        assert!(error_of(&none).contains("got nothing"));
+        // The longest kind whose list kind is still a DNS-1035 label: 59 characters.
+        let with_kind = |k: &str| {
+            template(CEL)
+                .replace("K8sFoo", k)
+                .replace("k8sfoo", &k.to_ascii_lowercase())
+        };
+        let k59 = format!("K{}", "a".repeat(58));
+        assert_eq!(
+            decide_with(true, &with_kind(&k59)),
+            TemplateDecision::Generate
+        );
+        let k60 = format!("K{}", "a".repeat(59));
+        let e = error_of(&with_kind(&k60));
+        assert!(e.contains("at most 59") && e.contains("list"), "{e}");
+        for bad in ["9Lives", "K8s_Foo", "K8sFoo-"] {
+            assert!(error_of(&with_kind(bad)).contains("DNS-1035"), "{bad}");
+        }
+        // `*` next to another operation: Gatekeeper's webhook refuses the template.
+        let ops = |list: &str| {
+            template(CEL).replace(r#""code":"#, &format!(r#""operations":{list},"code":"#))
+        };
+        assert!(error_of(&ops(r#"["*","CREATE"]"#)).contains("only operation"));
+        for fine in [r#"["*"]"#, r#"["CREATE","DELETE"]"#] {
+            assert_eq!(
+                decide_with(true, &ops(fine)),
+                TemplateDecision::Generate,
+                "{fine}"
+            );
+        }
     }
 
     #[test]
