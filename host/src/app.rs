@@ -97,6 +97,18 @@ struct PlanArgs {
     /// The same as --summary=none.
     #[arg(long, hide = true)]
     no_summary: bool,
+    /// `server`: also send every object to the API server of `--kubeconfig` as a server-side
+    /// dry-run apply (nothing is stored), so that its own checks run, the compilation of
+    /// every CEL expression included; a refusal is an error.
+    #[arg(long, value_enum, value_name = "MODE")]
+    validate: Option<Validate>,
+    /// With --validate=server: the kubeconfig (default: $KUBECONFIG, ~/.kube/config, or
+    /// in-cluster).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// With --validate=server: the kubeconfig context.
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
     #[command(flatten)]
     settings: SettingsArgs,
     #[command(flatten)]
@@ -108,6 +120,13 @@ struct PlanArgs {
 enum Output {
     Yaml,
     Json,
+}
+
+/// `vapgen plan --validate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Validate {
+    /// Server-side dry-run of every object.
+    Server,
 }
 
 /// `vapgen plan --summary`.
@@ -393,6 +412,9 @@ enum RunError {
     /// The controller could not start.
     #[error(transparent)]
     Start(#[from] crate::controller::StartError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// Gatekeeper's exempt namespaces as the module's scope sync takes them: names as given,
@@ -548,17 +570,47 @@ fn plan(args: &PlanArgs) -> ExitCode {
             }
         }
     }
+    let mut refused = 0;
+    if args.validate == Some(Validate::Server) {
+        match validate_on_server(args, &objects) {
+            Ok(refusals) => {
+                for r in &refusals {
+                    eprintln!(
+                        "error: {}: refused by the API server (server-side dry-run): {}",
+                        r.object, r.message
+                    );
+                }
+                refused = refusals.len();
+            }
+            Err(e) => return fail(chain(&e)),
+        }
+    }
     for e in &read_errors {
         eprintln!("error: {e}");
     }
     for e in &errors {
         eprintln!("error: {e}");
     }
-    if errors.len() + read_errors.len() > 0 {
+    if errors.len() + read_errors.len() + refused > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `plan --validate=server`: the objects, dry-run applied on the cluster of `--kubeconfig`.
+fn validate_on_server(
+    args: &PlanArgs,
+    objects: &[serde_json::Value],
+) -> Result<Vec<crate::validate::Refusal>, RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    rt.block_on(async {
+        let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        Ok(crate::validate::server_dry_run(&client, objects).await)
+    })
 }
 
 fn krm(module: &ModuleArgs) -> ExitCode {

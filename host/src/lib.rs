@@ -14,6 +14,7 @@
 //! * [`manifest`] reads Kubernetes objects from YAML files.
 //! * [`snapshot`] turns objects into the module's inputs.
 //! * [`render`] turns a plan into Kubernetes objects; [`crd`] makes constraint CRDs.
+//! * [`celcheck`] checks a policy's CEL offline (syntax, variables, known functions).
 //! * [`planner`] ties them together for a set of objects (used by `vapgen plan`).
 //! * [`suite`] runs decision test suites (`vapgen test`).
 //! * [`krm`] is `plan` as a KRM function (`vapgen krm`, for kustomize and Argo CD).
@@ -22,6 +23,7 @@
 
 #[cfg(feature = "controller")]
 pub mod app;
+pub mod celcheck;
 pub mod cli;
 #[cfg(feature = "controller")]
 pub mod controller;
@@ -33,6 +35,8 @@ pub mod render;
 pub mod runtime;
 pub mod snapshot;
 pub mod suite;
+#[cfg(feature = "controller")]
+pub mod validate;
 
 pub use runtime::{CallError, Decider, LoadError, Runtime, RuntimeConfig};
 pub use vapgen_guest::model;

@@ -72,6 +72,8 @@ pub struct KindReport {
     pub policy: Option<Value>,
     /// A rendering problem of the policy.
     pub policy_problem: Option<String>,
+    /// What the offline CEL checks ([`crate::celcheck`]) found in the policy.
+    pub cel: crate::celcheck::Findings,
     /// One per constraint of the kind.
     pub bindings: Vec<BindingReport>,
 }
@@ -284,6 +286,7 @@ fn plan_one(
         crd_problem: None,
         policy: None,
         policy_problem: None,
+        cel: crate::celcheck::Findings::default(),
         bindings: Vec::new(),
     };
     let Ok(plan) = &report.plan else {
@@ -298,7 +301,10 @@ fn plan_one(
     }
     if let PolicyOutcome::Desired(json) = &plan.policy {
         match render::policy_object(json, &plan.policy_name).and_then(checked) {
-            Ok(v) => report.policy = Some(v),
+            Ok(v) => {
+                report.cel = crate::celcheck::check_policy(&v);
+                report.policy = Some(v);
+            }
             Err(e) => report.policy_problem = Some(e.to_string()),
         }
     }
@@ -382,6 +388,13 @@ impl PlanReport {
                     p.clone(),
                 ));
             }
+            for e in &k.cel.errors {
+                out.push(PlanError::new(
+                    format!("policy {}", plan.policy_name),
+                    &k.origin,
+                    e.clone(),
+                ));
+            }
             if let Some(p) = &k.crd_problem {
                 out.push(PlanError::new(
                     format!("constraint CRD of {subject}"),
@@ -435,7 +448,7 @@ impl PlanReport {
                         "generated": k.policy.is_some(),
                     },
                     "crd": k.crd.as_ref().map(|c| snapshot::name_of(c).to_string()),
-                    "warnings": p.warnings,
+                    "warnings": p.warnings.iter().chain(&k.cel.warnings).collect::<Vec<_>>(),
                     "constraints": k.bindings.iter().map(|b| json!({
                         "name": b.plan.constraint,
                         "origin": b.origin,
@@ -507,7 +520,10 @@ impl PlanReport {
             if let Some(p) = &k.crd_problem {
                 let _ = writeln!(s, "  constraint CRD: ERROR: {p}");
             }
-            for w in &plan.warnings {
+            for e in &k.cel.errors {
+                let _ = writeln!(s, "  policy {}: ERROR: {e}", plan.policy_name);
+            }
+            for w in plan.warnings.iter().chain(&k.cel.warnings) {
                 let _ = writeln!(s, "  warning: {w}");
             }
             for b in &k.bindings {

@@ -253,3 +253,39 @@ fn completion_scripts_are_printed() {
         );
     }
 }
+
+/// The generated CEL is checked offline: a syntax error or an undeclared variable is an
+/// error (exit 1) where plan used to say "generated, 0 errors"; an unknown function warns.
+#[test]
+fn plan_checks_the_generated_cel() {
+    let template =
+        std::fs::read_to_string(examples().join("requiredlabels/template.yaml")).expect("template");
+    let original = "expression: 'size(variables.missing) == 0'";
+    assert!(template.contains(original));
+    for (bad, wanted, code) in [
+        (
+            "expression: 'size(variables.missing) =='",
+            "CEL syntax error",
+            1,
+        ),
+        (
+            "expression: 'size(variables.nope) == 0'",
+            "undeclared reference to variables.nope",
+            1,
+        ),
+        (
+            "expression: 'size(missing) == 0'",
+            "undeclared reference to \"missing\"",
+            1,
+        ),
+        (
+            "expression: 'variables.missing.frob() == 0'",
+            "unknown function frob",
+            0,
+        ),
+    ] {
+        let (got, _, err) = vapgen(&["plan", "-f", "-"], &template.replace(original, bad));
+        assert_eq!(got, code, "{bad}: {err}");
+        assert!(err.contains(wanted), "{bad}: {err}");
+    }
+}

@@ -300,3 +300,61 @@ async fn without_the_crds_a_fail_policy_denies_unrelated_requests() {
     .await;
     assert!(status.message.contains("paramKind"), "{status:?}");
 }
+
+/// `plan --validate=server`: a type error that the offline checks cannot see (int + string)
+/// is refused by the API server's own CEL compiler in a dry-run, and nothing is stored.
+#[tokio::test]
+async fn validate_server_finds_what_only_the_api_server_compiler_sees() {
+    let client = client().await;
+    let dir = scratch_dir();
+    let (kind, name) = unique_kind();
+    let (template, _) = write_inputs(&dir, &kind, &name, "unused");
+    let kubeconfig = kubeconfig_path().display().to_string();
+    let plan = |template: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vapgen-under-test"))
+            .args([
+                "plan",
+                "--validate=server",
+                "--kubeconfig",
+                &kubeconfig,
+                "-f",
+                template,
+            ])
+            .output()
+            .expect("running vapgen")
+    };
+    let ok = plan(&template);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let bad = dir.join("bad.yaml");
+    let text = std::fs::read_to_string(&template).unwrap().replace(
+        "'!has(variables.anyObject.data) || !(variables.params.key in variables.anyObject.data)'",
+        "'size(variables.anyObject.data) + \"a\" == 2'",
+    );
+    assert!(text.contains("+ \"a\" == 2"));
+    std::fs::write(&bad, text).unwrap();
+    let out = plan(&bad.display().to_string());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "ValidatingAdmissionPolicy/gatekeeper-{name}: refused by the API server"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no matching overload"), "{stderr}");
+
+    // Dry runs only: neither the CRD nor the policy exists.
+    let vaps: Api<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy> =
+        Api::all(client.clone());
+    assert!(
+        vaps.get_opt(&format!("gatekeeper-{name}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
