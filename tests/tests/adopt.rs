@@ -32,6 +32,17 @@ use vapgen_tests::gatekeeper::{GatekeeperControlPlane, GatekeeperOptions};
 
 const KIND: &str = "K8sAdoptOwner";
 const CONSTRAINT: &str = "require-owner";
+/// A template vapgen reports an error for.
+const BAD_KIND: &str = "K8sAdoptBad";
+
+/// The `status.byPod` entry with `id`.
+fn by_pod<'a>(o: &'a Value, id: &str) -> Option<&'a Value> {
+    o.pointer("/status/byPod")?
+        .as_array()?
+        .iter()
+        .find(|e| e["id"] == id)
+}
+
 /// A text only vapgen's match conditions have (Gatekeeper's build regular expressions).
 const VAPGEN_MATCH_TEXT: &str = "[object, oldObject].exists(obj, obj != null && [";
 
@@ -89,6 +100,8 @@ fn violating(ns: &str) -> ConfigMap {
 /// namespace exempt; one replica without leader election.
 fn coexist_config() -> vapgen::controller::RunConfig {
     let mut cfg = test_config("adopt");
+    // `vapgen run`'s Lease name: the id of vapgen's entries in Gatekeeper's status.byPod.
+    cfg.lease_name = "vapgen".into();
     cfg.reconcile.manage_crds = true;
     cfg.reconcile.exempt_namespaces = vec![SYSTEM_NAMESPACE.to_owned()];
     cfg.reconcile.scope_sync = Some(vapgen::controller::reconcile::ScopeSyncConfig::default());
@@ -381,6 +394,59 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
         count("customresourcedefinitions", &crd_name) <= 1,
         "{}",
         summary(&adoption)
+    );
+
+    // --- 2b. vapgen's state in Gatekeeper's status.byPod (issue 12 item 4) ------------------------
+    // vapgen writes Gatekeeper's per-pod status objects under its Lease name; Gatekeeper's
+    // status operation copies them into byPod beside its own pod's entry.
+    let tname = KIND.to_ascii_lowercase();
+    let t = wait_object(
+        &client,
+        &template_resource(),
+        &tname,
+        "vapgen's entry in the template's status.byPod",
+        |o| by_pod(o, "vapgen").is_some_and(|e| e["vapGenerationStatus"]["state"] == "generated"),
+    )
+    .await;
+    eprintln!("adopt: template status.byPod: {}", t["status"]["byPod"]);
+    let c = wait_object(
+        &client,
+        &constraint_resource(KIND),
+        CONSTRAINT,
+        "vapgen's entry in the constraint's status.byPod",
+        |o| by_pod(o, "vapgen").is_some(),
+    )
+    .await;
+    let entry = by_pod(&c, "vapgen").expect("entry").clone();
+    eprintln!("adopt: constraint status.byPod entry of vapgen: {entry}");
+    assert_eq!(
+        entry["enforcementPointsStatus"][0]["enforcementPoint"],
+        "vap.k8s.io"
+    );
+    assert_eq!(entry["enforcementPointsStatus"][0]["state"], "generated");
+    assert_eq!(entry["operations"], json!(["generate"]));
+    // A template vapgen cannot generate (its only operation, DELETE, is outside Gatekeeper's
+    // webhook rules: scope sync has no common operation) shows vapgen's error in byPod.
+    let mut bad = template();
+    bad["metadata"]["name"] = json!(BAD_KIND.to_ascii_lowercase());
+    bad["spec"]["crd"]["spec"]["names"]["kind"] = json!(BAD_KIND);
+    bad["spec"]["targets"][0]["operations"] = json!(["DELETE"]);
+    apply(&client, &template_resource(), &bad).await;
+    let t = wait_object(
+        &client,
+        &template_resource(),
+        &BAD_KIND.to_ascii_lowercase(),
+        "vapgen's error in the bad template's status.byPod",
+        |o| by_pod(o, "vapgen").is_some_and(|e| e["vapGenerationStatus"]["state"] == "error"),
+    )
+    .await;
+    let entry = by_pod(&t, "vapgen").expect("entry");
+    eprintln!("adopt: bad template's byPod entry of vapgen: {entry}");
+    assert!(
+        entry["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{entry}"
     );
 
     // --- 3. the reverse switch: vapgen off, Gatekeeper's generate on -------------------------------

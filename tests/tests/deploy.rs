@@ -177,7 +177,9 @@ fn as_list(objs: &[Value]) -> String {
 /// warnings fail the check. (A client-side `kubectl apply --dry-run=server` reads, then
 /// creates or patches: it races with the RBAC test that applies the ServiceAccount for real.)
 fn dry_run_apply(what: &str, yaml: &str) {
-    let ns = std::fs::read_to_string(repo().join("deploy/base/namespace.yaml")).expect("ns");
+    let ns = std::fs::read_to_string(repo().join("deploy/base/namespace.yaml")).expect("ns")
+        + "\n---\n"
+        + &gatekeeper_namespace().to_string();
     run(
         &mut kubectl(&[
             "apply",
@@ -357,7 +359,20 @@ fn kustomize_base_and_overlays_pass_a_server_side_dry_run() {
     .collect();
     let ct_crd = "CustomResourceDefinition/constrainttemplates.templates.gatekeeper.sh".to_string();
     assert_eq!(kinds(&base), expected_base);
-    assert_eq!(kinds(&coexist), &expected_base | &manage);
+    // Coexist: also the Role (and binding) for Gatekeeper's per-pod status objects in
+    // gatekeeper-system.
+    let gk_status: BTreeSet<String> = [
+        "Role/vapgen-gatekeeper-status",
+        "RoleBinding/vapgen-gatekeeper-status",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(kinds(&coexist), &(&expected_base | &manage) | &gk_status);
+    assert_eq!(
+        get(&coexist, "Role", "vapgen-gatekeeper-status")["metadata"]["namespace"],
+        GATEKEEPER_NAMESPACE
+    );
     let mut want = &expected_base | &manage;
     want.insert(ct_crd);
     assert_eq!(kinds(&standalone), want);
@@ -610,8 +625,20 @@ fn helm_chart_renders_and_passes_a_server_side_dry_run() {
 
 // === 3. RBAC: the controller as vapgen's ServiceAccount ===
 
-/// Applies objects for real (server-side apply, idempotent).
+/// Gatekeeper's namespace, where coexist mode's status Role lives (Gatekeeper creates it; the
+/// tests create it before applying that Role).
+const GATEKEEPER_NAMESPACE: &str = "gatekeeper-system";
+
+fn gatekeeper_namespace() -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEKEEPER_NAMESPACE}})
+}
+
+/// Applies objects for real (server-side apply, idempotent), Gatekeeper's namespace first.
 fn apply_for_real(objs: &[Value]) {
+    let objs: Vec<Value> = std::iter::once(gatekeeper_namespace())
+        .chain(objs.iter().cloned())
+        .collect();
+    let objs = &objs[..];
     run(
         &mut kubectl(&[
             "apply",

@@ -19,6 +19,7 @@ pub mod kube;
 pub mod leader;
 pub mod metrics;
 pub mod module_watch;
+pub mod podstatus;
 pub mod queue;
 pub mod readiness;
 pub mod reconcile;
@@ -234,6 +235,23 @@ pub async fn start(
         &cfg.identity,
         cfg.canary.then(|| cfg.lease_namespace.clone()),
     );
+    // Coexist mode (scope sync on, Gatekeeper's namespace known): statuses also go to
+    // Gatekeeper's per-pod status objects, so its status operation shows vapgen in byPod.
+    let (observer, pod_status_task): (Arc<dyn reconcile::Observer>, _) =
+        match &cfg.reconcile.scope_sync {
+            Some(s) => {
+                let (o, task) = podstatus::PodStatusObserver::start(
+                    client.clone(),
+                    podstatus::PodStatusConfig {
+                        namespace: s.watch.config_namespace.clone(),
+                        id: cfg.lease_name.clone(),
+                    },
+                    metrics.clone(),
+                );
+                (Arc::new(o), Some(task))
+            }
+            None => (metrics.clone(), None),
+        };
     let wasm_runtime = decider.runtime().clone();
     let active_sha256 = decider.sha256().to_string();
     let decider: Arc<RwLock<Arc<dyn Decide>>> = Arc::new(RwLock::new(Arc::new(decider)));
@@ -246,7 +264,7 @@ pub async fn start(
         queue: queue.clone(),
         config: cfg.reconcile.clone(),
         readiness: Mutex::default(),
-        observer: metrics.clone(),
+        observer,
     });
     let handles = Handles {
         world: world.clone(),
@@ -259,7 +277,7 @@ pub async fn start(
         panicked: Arc::default(),
     };
 
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<_> = pod_status_task.into_iter().collect();
     if let Some(addr) = cfg.http_addr {
         let h = handles.clone();
         let listener = tokio::net::TcpListener::bind(addr)

@@ -101,6 +101,10 @@ impl Default for ReconcileConfig {
 pub trait Observer: Send + Sync + 'static {
     /// A write was attempted (`outcome`: ok, error, not-leader).
     fn write(&self, target: Target, verb: &str, outcome: &str);
+    /// The status vapgen computed for a template or constraint (`live`: the object as
+    /// cached), written or not. Coexist mode mirrors it into Gatekeeper's per-pod status
+    /// objects (`controller::podstatus`).
+    fn status(&self, _target: &StatusTarget, _live: &Value, _status: &Value) {}
 }
 
 /// Ignores observations.
@@ -270,6 +274,7 @@ impl<C: Cluster> Ctx<C> {
 
     /// Writes `status.vapgen` unless the live object already has it.
     async fn write_status(&self, target: &StatusTarget, live: &Value, status: Value) {
+        self.observer.status(target, live, &status);
         if live.pointer("/status/vapgen") == Some(&without_nulls(&status)) {
             return;
         }
