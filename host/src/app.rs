@@ -56,6 +56,16 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Run gatekeeper-library / gator `Suite` files in VAP mode against a cluster.
+    ///
+    /// For each test, plans the template and constraint (as `plan`), applies the constraint
+    /// CRD, the policy, the constraint and the binding to a temporary scope (a kind renamed
+    /// for the run, policies narrowed to the run's labelled objects, a fresh namespace),
+    /// checks every case with server-side dry-run requests, and deletes it all. Prints a
+    /// table. Exit codes: 0 every case passed or was skipped, 1 a case failed, a suite could
+    /// not run or no case was found, 2 a usage or connection error, 130 interrupted (after
+    /// deleting what the run created).
+    Verify(Box<VerifyArgs>),
     /// Print the decision module's identity, interface version and sha256.
     Describe {
         /// Also write the module's bytes to this file (e.g. to ship the bundled module).
@@ -135,6 +145,30 @@ enum SummaryFormat {
     Text,
     Json,
     None,
+}
+
+/// Options of `vapgen verify`.
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// Suite files, or directories searched recursively for them.
+    #[arg(required = true, value_name = "SUITE")]
+    suites: Vec<PathBuf>,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// How long a case that expects a denial is retried, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    deny_timeout: u64,
+    /// How long a case that expects admission is retried, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    admit_timeout: u64,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(flatten)]
+    module: ModuleArgs,
 }
 
 /// Options of `vapgen run`.
@@ -260,6 +294,7 @@ pub fn main() -> ExitCode {
             module,
         } => test(&paths, verbose, &module),
         Command::Describe { emit, module } => describe(emit.as_deref(), &module),
+        Command::Verify(args) => verify(&args),
     }
 }
 
@@ -667,6 +702,55 @@ fn test(paths: &[PathBuf], verbose: bool, module: &ModuleArgs) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    let (_rt, decider) = match args.module.load() {
+        Ok(x) => x,
+        Err(e) => return fail(chain(&e)),
+    };
+    let cfg = crate::verify::VerifyConfig {
+        settings: args.settings.settings(),
+        deny_timeout: std::time::Duration::from_secs(args.deny_timeout),
+        admit_timeout: std::time::Duration::from_secs(args.admit_timeout),
+        ..Default::default()
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let run = crate::verify::run_id();
+    let report = rt.block_on(async {
+        let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        let verify = crate::verify::verify_run(&client, &decider, &args.suites, &cfg, &run);
+        tokio::select! {
+            r = verify => Ok::<_, RunError>(Some(r)),
+            () = shutdown_signal() => {
+                // Interrupted: delete what the run created (every name holds the run id).
+                eprintln!("interrupted: deleting the objects of run {run}");
+                for e in crate::verify::sweep(&client, &run).await {
+                    eprintln!("error: {e}");
+                }
+                Ok(None)
+            }
+        }
+    });
+    let report = match report {
+        Ok(Some(r)) => r,
+        Ok(None) => return ExitCode::from(130),
+        Err(e) => return fail(chain(&e)),
+    };
+    if let Err(code) = emit(&report.table()) {
+        return code;
+    }
+    if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

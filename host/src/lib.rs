@@ -17,6 +17,7 @@
 //! * [`celcheck`] checks a policy's CEL offline (syntax, variables, known functions).
 //! * [`planner`] ties them together for a set of objects (used by `vapgen plan`).
 //! * [`suite`] runs decision test suites (`vapgen test`).
+//! * `verify` runs gator `Suite` files against a cluster (`vapgen verify`, feature `controller`).
 //! * [`krm`] is `plan` as a KRM function (`vapgen krm`, for kustomize and Argo CD).
 
 #![warn(missing_docs)]
@@ -37,6 +38,8 @@ pub mod snapshot;
 pub mod suite;
 #[cfg(feature = "controller")]
 pub mod validate;
+#[cfg(feature = "controller")]
+pub mod verify;
 
 pub use runtime::{CallError, Decider, LoadError, Runtime, RuntimeConfig};
 pub use vapgen_guest::model;

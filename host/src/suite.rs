@@ -57,6 +57,12 @@ pub enum SuiteError {
     /// The file is not a suite: not YAML, or not the suite's fields.
     #[error("invalid suite: {0}")]
     Invalid(#[source] serde_yaml::Error),
+    /// The file is a gator (gatekeeper-library) suite, which `vapgen verify` runs.
+    #[error(
+        "a gator Suite (test.gatekeeper.sh), not a decision suite: `vapgen test` runs vapgen.dev/v1alpha1 DecisionSuite files through the decision module; run gator suites against a cluster with `vapgen verify {}`",
+        .0.display()
+    )]
+    GatorSuite(PathBuf),
     /// The file is YAML of another kind.
     #[error(
         "not a decision suite (apiVersion {api_version:?}, kind {kind:?}); expected vapgen.dev/v1alpha1 DecisionSuite"
@@ -380,6 +386,15 @@ pub fn run_file(decider: &dyn Decide, path: &Path) -> SuiteResult {
 /// Reads and parses a suite file, and checks that it is a decision suite.
 pub fn read_suite(path: &Path) -> Result<Suite, SuiteError> {
     let text = std::fs::read_to_string(path).map_err(SuiteError::Read)?;
+    // A gator suite has other fields: name it before the field check refuses them.
+    if let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(&text)
+        && v.get("kind").and_then(serde_yaml::Value::as_str) == Some("Suite")
+        && v.get("apiVersion")
+            .and_then(serde_yaml::Value::as_str)
+            .is_some_and(|a| a.starts_with("test.gatekeeper.sh/"))
+    {
+        return Err(SuiteError::GatorSuite(path.to_path_buf()));
+    }
     let suite = serde_yaml::from_str::<Suite>(&text).map_err(SuiteError::Invalid)?;
     if suite.kind != "DecisionSuite" || !suite.api_version.starts_with("vapgen.dev/") {
         return Err(SuiteError::NotASuite {
@@ -753,6 +768,19 @@ mod tests {
         assert_eq!(
             read_suite(&other).unwrap_err().to_string(),
             r#"not a decision suite (apiVersion "v1", kind "ConfigMap"); expected vapgen.dev/v1alpha1 DecisionSuite"#
+        );
+        let gator = dir.join("gator.yaml");
+        std::fs::write(
+            &gator,
+            "kind: Suite\napiVersion: test.gatekeeper.sh/v1alpha1\ntests: []\n",
+        )
+        .unwrap();
+        let e = read_suite(&gator).unwrap_err();
+        assert!(matches!(e, SuiteError::GatorSuite(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains(&format!("`vapgen verify {}`", gator.display())),
+            "{e}"
         );
         let bad = dir.join("bad.yaml");
         std::fs::write(
