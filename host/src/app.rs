@@ -266,6 +266,15 @@ enum LogFormat {
     Json,
 }
 
+/// Parses `args` (without the program name) as the `vapgen` command line does, and runs
+/// nothing: `host/tests/docs.rs` checks every command the docs show with it.
+pub fn check_args(args: &[&str]) -> Result<(), String> {
+    let argv = std::iter::once("vapgen").chain(args.iter().copied());
+    Cli::try_parse_from(argv)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Runs the `vapgen` command with the process's arguments; returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
