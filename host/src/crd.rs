@@ -42,24 +42,7 @@ pub fn constraint_crd(template: &Value, kind: &str) -> Result<Value, CrdError> {
     if params.get("type").is_none() {
         params["type"] = json!("object");
     }
-    let schema = json!({
-        "type": "object",
-        "properties": {
-            "spec": {
-                "type": "object",
-                "properties": {
-                    "enforcementAction": {"type": "string"},
-                    "scopedEnforcementActions": {
-                        "type": "array",
-                        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-                    },
-                    "match": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                    "parameters": params
-                }
-            },
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-        }
-    });
+    let schema = constraint_schema(params);
     let version = |name: &str, storage: bool| {
         json!({
             "name": name, "served": true, "storage": storage,
@@ -109,6 +92,104 @@ pub fn constraint_crd(template: &Value, kind: &str) -> Result<Value, CrdError> {
     }))
 }
 
+/// The constraint's schema as Gatekeeper's constraint CRD has it (frameworks' `CreateSchema`
+/// with Gatekeeper's match schema, v3.23.1; facts restated, checked against the real thing by
+/// `tests/tests/fidelity.rs`): `metadata.name` at most 63 characters; `enforcementAction` a
+/// string defaulting to `deny`; `scopedEnforcementActions` a list of `{action, enforcementPoints:
+/// [{name}]}`; `match` with its fields typed, globs by Gatekeeper's wildcard pattern, `source`
+/// an enum, selectors as label selectors. With it the API server refuses (and prunes) what
+/// Gatekeeper's CRD does, so standalone mode admits the same constraints (issue #13, F2).
+pub fn constraint_schema(params: Value) -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "metadata": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 63}}
+            },
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "enforcementAction": {"type": "string", "default": "deny"},
+                    "scopedEnforcementActions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "action": {"type": "string"},
+                                "enforcementPoints": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {"name": {"type": "string"}}
+                                    }
+                                }
+                            }
+                        }
+                    },
+                    "match": match_schema(),
+                    "parameters": params
+                }
+            },
+            "status": {"x-kubernetes-preserve-unknown-fields": true}
+        }
+    })
+}
+
+/// Gatekeeper's wildcard pattern for namespaces and names: an optional `*` at either end.
+pub const GLOB_PATTERN: &str = r"^\*?[-:a-z0-9]*\*?$";
+
+/// `spec.match` of a constraint (Gatekeeper's `pkg/target` match schema, restated).
+fn match_schema() -> Value {
+    let strings = || json!({"type": "array", "items": {"type": "string"}});
+    let globs = || json!({"type": "array", "items": {"type": "string", "pattern": GLOB_PATTERN}});
+    let selector = || {
+        json!({
+            "type": "object",
+            "x-kubernetes-map-type": "atomic",
+            "properties": {
+                "matchExpressions": {
+                    "type": "array",
+                    "x-kubernetes-list-type": "atomic",
+                    "items": {
+                        "type": "object",
+                        "required": ["key", "operator"],
+                        "properties": {
+                            "key": {"type": "string"},
+                            "operator": {"type": "string"},
+                            "values": {
+                                "type": "array",
+                                "x-kubernetes-list-type": "atomic",
+                                "items": {"type": "string"}
+                            }
+                        }
+                    }
+                },
+                "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}
+            }
+        })
+    };
+    json!({
+        "type": "object",
+        "properties": {
+            "kinds": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"apiGroups": strings(), "kinds": strings()}
+                }
+            },
+            "namespaces": globs(),
+            "excludedNamespaces": globs(),
+            "name": {"type": "string", "pattern": GLOB_PATTERN},
+            "scope": {"type": "string"},
+            "source": {"type": "string", "enum": ["All", "Generated", "Original"]},
+            "labelSelector": selector(),
+            "namespaceSelector": selector()
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +211,24 @@ mod tests {
         assert_eq!(params["type"], "object");
         assert_eq!(params["properties"]["labels"]["type"], "array");
         assert!(matches!(constraint_crd(&t, ""), Err(CrdError::NoKind)));
+        // Gatekeeper's constraint schema (F2): name limit, action default, typed match.
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert_eq!(
+            schema["properties"]["metadata"]["properties"]["name"]["maxLength"],
+            63
+        );
+        let spec = &schema["properties"]["spec"]["properties"];
+        assert_eq!(spec["enforcementAction"]["default"], "deny");
+        let m = &spec["match"]["properties"];
+        assert_eq!(m["namespaces"]["items"]["pattern"], GLOB_PATTERN);
+        assert_eq!(m["name"]["pattern"], GLOB_PATTERN);
+        assert_eq!(m["kinds"]["type"], "array");
+        assert_eq!(m["source"]["enum"], json!(["All", "Generated", "Original"]));
+        assert!(
+            spec["match"]
+                .get("x-kubernetes-preserve-unknown-fields")
+                .is_none()
+        );
         let bad = json!({"spec": {"crd": {"spec": {"validation": {"openAPIV3Schema": []}}}}});
         assert_eq!(
             constraint_crd(&bad, "K8sFoo").unwrap_err().to_string(),

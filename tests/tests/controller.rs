@@ -394,8 +394,18 @@ async fn selectors_long_names_and_kind_in_names() {
         json!({"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]});
     apply_constraint(&client, &c).await;
     apply_constraint(&client, &constraint(&other, "foo", &ns, json!({}))).await;
-    let long = "x".repeat(240);
-    apply_constraint(&client, &constraint(&kind, &long, &ns, json!({}))).await;
+    // Gatekeeper's constraint CRD schema (issue #13, F2): the API server refuses a name over
+    // 63 characters, as it does beside Gatekeeper. (The 253-character binding name rule is
+    // the decision module's, tested in tests/decisions/naming.yaml.)
+    let long = "x".repeat(64);
+    let refused = try_apply(
+        &client,
+        &constraint_resource(&kind),
+        &constraint(&kind, &long, &ns, json!({})),
+    )
+    .await
+    .expect_err("a 64-character constraint name is refused");
+    assert!(refused.to_string().contains("63"), "{refused}");
 
     let b = wait_object(
         &client,
@@ -422,20 +432,6 @@ async fn selectors_long_names_and_kind_in_names() {
     )
     .await;
 
-    let c = wait_object(
-        &client,
-        &constraint_resource(&kind),
-        &long,
-        "long status",
-        |o| state(o) == "generated",
-    )
-    .await;
-    let name = vapgen_status(&c)["binding"].as_str().unwrap().to_string();
-    assert!(name.len() <= 253, "{}", name.len());
-    let (_, hash) = name.rsplit_once('-').unwrap();
-    assert_eq!(hash.len(), 8);
-    assert!(hash.chars().all(|ch| ch.is_ascii_hexdigit()));
-    assert!(get(&client, &vapb_resource(), &name).await.is_some());
     cleanup_template(&client, &kind).await;
     cleanup_template(&client, &other).await;
 }
