@@ -12,7 +12,7 @@
 //	{"id": "...", "template": {"stage": S, "error": "...", "vap": {...}},
 //	 "constraints": [{"name": "...", "stage": C, "error": "...", "intends": bool,
 //	                  "actions": [...], "binding": {...}}],
-//	 "crdSchema": {...}}
+//	 "crdSchema": {...}}   (with "crd": true: the constraint CRD's v1 openAPIV3Schema)
 //
 // S, in Gatekeeper's order (first failure wins):
 //   - "refused": what Gatekeeper's validating webhook refuses at admission (pkg/webhook/policy.go,
@@ -68,6 +68,8 @@ import (
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/util"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	admissionregistrationv1beta1 "k8s.io/api/admissionregistration/v1beta1"
+	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -119,8 +121,10 @@ type oracle struct {
 
 func newOracle() (*oracle, error) {
 	scheme := runtime.NewScheme()
-	if err := apis.AddToScheme(scheme); err != nil {
-		return nil, err
+	for _, add := range []func(*runtime.Scheme) error{apis.AddToScheme, apiextensions.AddToScheme, apiextensionsv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, err
+		}
 	}
 	celDriver, err := k8scel.New()
 	if err != nil {
@@ -196,7 +200,13 @@ func (o *oracle) run(ctx context.Context, in *input) (out output) {
 		return o.noCRD(in, out)
 	}
 	if in.CRD {
-		out.CRDSchema = crd.Spec.Validation.OpenAPIV3Schema
+		// As the API server serves it: apiextensions.k8s.io/v1.
+		v1 := &apiextensionsv1.JSONSchemaProps{}
+		if err := o.scheme.Convert(crd.Spec.Validation.OpenAPIV3Schema, v1, nil); err != nil {
+			out.CRDSchema = map[string]any{"oracleError": err.Error()}
+		} else {
+			out.CRDSchema = clean(v1)
+		}
 	}
 	// The template reconciler (re-stated order): AddTemplate, ShouldGenerateVAP, manageVAP.
 	if _, err := o.client.AddTemplate(ctx, ct); err != nil {
