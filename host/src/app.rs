@@ -50,6 +50,11 @@ enum Command {
         #[command(flatten)]
         module: ModuleArgs,
     },
+    /// What applying vapgen's objects would change on a cluster, as `kubectl diff` shows it:
+    /// each object is dry-run applied (server-side apply, vapgen's field manager) and the
+    /// result compared with the live object. Exit 0: no difference; 1: differences; 2: an
+    /// error (of the inputs, or of a request).
+    Diff(Box<DiffArgs>),
     /// Print a shell completion script: `source <(vapgen completion bash)`.
     Completion {
         /// The shell.
@@ -165,6 +170,50 @@ struct VerifyArgs {
     /// How long a case that expects admission is retried, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     admit_timeout: u64,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(flatten)]
+    module: ModuleArgs,
+}
+
+/// Options of `vapgen diff`.
+#[derive(clap::Args, Debug)]
+struct DiffArgs {
+    /// Files or directories of templates and constraints (as `plan -f`; `-` is stdin).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        required_unless_present = "from_cluster",
+        conflicts_with = "from_cluster"
+    )]
+    paths: Vec<PathBuf>,
+    /// Read the templates and constraints from the cluster instead (a migration check on a
+    /// cluster running Gatekeeper: what vapgen would write, and where that differs from the
+    /// VAPs and bindings present).
+    #[arg(long)]
+    from_cluster: bool,
+    /// With --from-cluster: only the templates matching this label selector (and their
+    /// constraints).
+    #[arg(
+        short = 'l',
+        long = "selector",
+        value_name = "SELECTOR",
+        requires = "from_cluster"
+    )]
+    selector: Option<String>,
+    /// Also compare the constraint CRDs (what standalone mode writes; beside Gatekeeper the
+    /// CRDs are Gatekeeper's).
+    #[arg(long)]
+    crds: bool,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
     #[command(flatten)]
     settings: SettingsArgs,
     #[command(flatten)]
@@ -287,6 +336,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(_) => unreachable!("handled above"),
         Command::Krm { module } => krm(&module),
+        Command::Diff(args) => diff(&args),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -655,6 +705,95 @@ fn validate_on_server(
         let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
         Ok(crate::validate::server_dry_run(&client, objects).await)
     })
+}
+
+fn diff(args: &DiffArgs) -> ExitCode {
+    use crate::diff::Change;
+    let (_rt, decider) = match args.module.load() {
+        Ok(x) => x,
+        Err(e) => return fail(chain(&e)),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result: Result<_, RunError> = rt.block_on(async {
+        let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        let (inputs, read_errors) = if args.from_cluster {
+            match crate::diff::read_cluster_inputs(&client, args.selector.as_deref()).await {
+                Ok(objects) => (objects, Vec::new()),
+                Err(e) => (
+                    Vec::new(),
+                    vec![format!(
+                        "cannot read the cluster's templates and constraints: {e}"
+                    )],
+                ),
+            }
+        } else {
+            let (objects, errors) = manifest::read_paths(&args.paths);
+            (objects, errors.iter().map(ToString::to_string).collect())
+        };
+        let report = planner::plan(
+            &decider,
+            &args.settings.settings(),
+            &planner::classify(inputs),
+        );
+        let diffs = crate::diff::diff(&client, &report.objects(args.crds)).await;
+        Ok((report, read_errors, diffs))
+    });
+    let (report, read_errors, diffs) = match result {
+        Ok(x) => x,
+        Err(e) => return fail(chain(&e)),
+    };
+    let mut out = String::new();
+    let (mut same, mut create, mut update, mut failed) = (0, 0, 0, 0);
+    for d in &diffs {
+        match &d.change {
+            Ok(Change::Unchanged) => same += 1,
+            Ok(Change::Create) => {
+                create += 1;
+                out.push_str(&format!(
+                    "+ {}: does not exist, would be created\n",
+                    d.object
+                ));
+            }
+            Ok(Change::Update(lines)) => {
+                update += 1;
+                out.push_str(&format!("~ {}: would change\n", d.object));
+                for l in lines {
+                    out.push_str(&format!("    {l}\n"));
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", d.object);
+            }
+        }
+    }
+    out.push_str(&format!(
+        "{} object(s): {same} unchanged, {create} to create, {update} to change\n",
+        diffs.len()
+    ));
+    if let Err(code) = emit(&out) {
+        return code;
+    }
+    let errors = report.errors();
+    for e in &read_errors {
+        eprintln!("error: {e}");
+    }
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    if failed + errors.len() + read_errors.len() > 0 {
+        ExitCode::from(2)
+    } else if create + update > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn krm(module: &ModuleArgs) -> ExitCode {

@@ -29,6 +29,8 @@ pub mod cli;
 #[cfg(feature = "controller")]
 pub mod controller;
 pub mod crd;
+#[cfg(feature = "controller")]
+pub mod diff;
 pub mod krm;
 pub mod manifest;
 pub mod planner;

@@ -25,16 +25,7 @@ pub async fn server_dry_run(client: &kube::Client, objects: &[Value]) -> Vec<Ref
     for o in objects {
         let kind = crate::snapshot::kind_of(o).to_string();
         let name = crate::snapshot::name_of(o).to_string();
-        let (group, version) = match o.get("apiVersion").and_then(Value::as_str) {
-            Some(av) => match av.split_once('/') {
-                Some((g, v)) => (g.to_string(), v.to_string()),
-                None => (String::new(), av.to_string()),
-            },
-            None => (String::new(), String::new()),
-        };
-        let gvk = GroupVersionKind::gvk(&group, &version, &kind);
-        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural(&kind));
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let api = api_for(client, o);
         let params = PatchParams::apply(FIELD_MANAGER).dry_run().force();
         if let Err(e) = api.patch(&name, &params, &Patch::Apply(o)).await {
             let message = match e {
@@ -48,6 +39,31 @@ pub async fn server_dry_run(client: &kube::Client, objects: &[Value]) -> Vec<Ref
         }
     }
     refusals
+}
+
+/// The API of a cluster-scoped object's kind (`apiVersion` and `kind` of `object`).
+pub(crate) fn api_for(client: &kube::Client, object: &Value) -> Api<DynamicObject> {
+    let kind = crate::snapshot::kind_of(object);
+    let (group, version) = match object.get("apiVersion").and_then(Value::as_str) {
+        Some(av) => av.split_once('/').unwrap_or(("", av)),
+        None => ("", ""),
+    };
+    api(client, group, version, kind, &plural(kind))
+}
+
+/// The API of a cluster-scoped kind.
+pub(crate) fn api(
+    client: &kube::Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
 }
 
 /// The resource name of the kinds `plan` writes.

@@ -358,3 +358,86 @@ async fn validate_server_finds_what_only_the_api_server_compiler_sees() {
             .is_none()
     );
 }
+
+/// `vapgen diff` on the real API server: a creation before the objects exist, no difference
+/// once `plan`'s output is applied, the changed line when a binding is edited by hand — from
+/// files and from the cluster's own template and constraint (`--from-cluster -l`).
+#[tokio::test]
+async fn diff_shows_what_applying_would_change() {
+    let client = client().await;
+    let ns = fresh_namespace(&client, "plan-diff").await;
+    vapgen_tests::install_template_crd(&client, &ns).await;
+    let dir = scratch_dir();
+    let (kind, name) = unique_kind();
+    let (template, constraint) = write_inputs(&dir, &kind, &name, &ns);
+    let files = format!("{template},{}", dir.join("constraint.yaml").display());
+    let kubeconfig = kubeconfig_path().display().to_string();
+    let diff = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vapgen-under-test"))
+            .args(["diff", "--kubeconfig", &kubeconfig])
+            .args(extra)
+            .output()
+            .expect("running vapgen diff");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+    let policy = format!("ValidatingAdmissionPolicy/gatekeeper-{name}");
+    let binding = format!("ValidatingAdmissionPolicyBinding/gatekeeper-{name}-no-forbidden");
+
+    let (code, out, err) = diff(&["-f", &files]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains(&format!("+ {policy}: does not exist")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("+ {binding}: does not exist")),
+        "{out}"
+    );
+
+    let objects = vapgen(&["plan", "-f", &files]).stdout;
+    let template_text = std::fs::read_to_string(&template).unwrap().replace(
+        "metadata:\n  name:",
+        &format!("metadata:\n  labels:\n    vapgen.test/diff: {name}\n  name:"),
+    );
+    let mut everything = objects.clone();
+    everything.extend(format!("\n---\n{template_text}\n---\n{constraint}").into_bytes());
+    let _cleanup = Cleanup(everything);
+    kubectl_stdin(&["apply"], &objects);
+    let (code, out, err) = diff(&["-f", &files]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("0 to create, 0 to change"), "{out}");
+
+    // An edit by hand: the binding's action.
+    let bindings: Api<
+        k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+    > = Api::all(client.clone());
+    bindings
+        .patch(
+            &format!("gatekeeper-{name}-no-forbidden"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"validationActions": ["Warn"]}})),
+        )
+        .await
+        .expect("editing the binding");
+    let (code, out, err) = diff(&["-f", &files]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains(&format!("~ {binding}: would change")), "{out}");
+    assert!(
+        out.contains("-   - Warn") && out.contains("+   - Deny"),
+        "{out}"
+    );
+
+    // The same from the cluster's own template and constraint.
+    kubectl_stdin(&["apply"], template_text.as_bytes());
+    apply_when_served(&constraint);
+    let selector = format!("vapgen.test/diff={name}");
+    let (code, out, err) = diff(&["--from-cluster", "-l", &selector]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains(&format!("~ {binding}: would change")), "{out}");
+    assert!(
+        out.contains("2 object(s): 1 unchanged, 0 to create, 1 to change"),
+        "{out}"
+    );
+}
