@@ -69,6 +69,8 @@ fn a_trap_becomes_an_error() {
     let err = plan(&rt, &module).unwrap_err();
     assert!(matches!(err, CallError::Trap(_)), "{err}");
     assert!(err.to_string().contains("unreachable"), "{err}");
+    // One line, not the wasm backtrace.
+    assert_eq!(err.to_string().lines().count(), 1, "{err}");
 }
 
 #[test]

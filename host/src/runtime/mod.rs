@@ -559,7 +559,21 @@ fn classify(e: wasmtime::Error, store: &Store<HostState>, timeout: Duration) -> 
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout(timeout),
-        Some(trap) => CallError::Trap(format!("{trap}: {e:#}")),
+        Some(trap) => {
+            // One line for people (the innermost wasm function, if the module has names);
+            // the full wasm backtrace, 7+ lines of frames, at debug level. A Rust guest's
+            // panic message never leaves the sandbox (no imports, panic = abort).
+            let frame = e.downcast_ref::<wasmtime::WasmBacktrace>().and_then(|bt| {
+                bt.frames()
+                    .first()
+                    .and_then(|f| f.func_name().map(str::to_owned))
+            });
+            tracing::debug!(backtrace = %format!("{e:#}"), "decision module trap");
+            CallError::Trap(match frame {
+                Some(f) => format!("{trap} (in {f}; a panic in a Rust guest ends here)"),
+                None => format!("{trap} (a panic in a Rust guest ends here)"),
+            })
+        }
         None => CallError::Runtime(format!("{e:#}")),
     }
 }
