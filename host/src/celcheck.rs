@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{EntryExpr, Expr, IdedEntryExpr, IdedExpr};
 use serde_json::Value;
 
 /// What the checks found in one policy.
@@ -33,230 +33,73 @@ pub struct Findings {
 }
 
 /// The variables the API server declares for a ValidatingAdmissionPolicy's expressions.
+#[rustfmt::skip]
 const ROOTS: &[&str] = &[
-    "object",
-    "oldObject",
-    "request",
-    "params",
-    "namespaceObject",
-    "authorizer",
-    "variables",
+    "object", "oldObject", "request", "params", "namespaceObject", "authorizer", "variables",
 ];
 
 /// Identifiers that are types or library namespaces rather than variables.
+#[rustfmt::skip]
 const NAMESPACES_AND_TYPES: &[&str] = &[
-    "int",
-    "uint",
-    "double",
-    "bool",
-    "string",
-    "bytes",
-    "list",
-    "map",
-    "null_type",
-    "type",
-    "dyn",
-    "optional",
-    "sets",
-    "lists",
-    "math",
-    "strings",
-    "base64",
-    "format",
-    "google",
+    "int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
+    "dyn", "optional", "sets", "lists", "math", "strings", "base64", "format", "google",
 ];
 
 /// Macros: their first arguments are the variables they bind.
+#[rustfmt::skip]
 const MACROS: &[&str] = &[
-    "all",
-    "exists",
-    "exists_one",
-    "existsOne",
-    "map",
-    "filter",
-    "transformList",
-    "transformMap",
-    "transformMapEntry",
-    "sortBy",
+    "all", "exists", "exists_one", "existsOne", "map", "filter", "transformList",
+    "transformMap", "transformMapEntry", "sortBy",
 ];
 
 /// Functions and methods of the Kubernetes CEL environment (CEL standard library and the
 /// extension libraries Kubernetes enables), by name.
+#[rustfmt::skip]
 const FUNCTIONS: &[&str] = &[
     // standard: conversions, size, time, strings
-    "size",
-    "int",
-    "uint",
-    "double",
-    "string",
-    "bytes",
-    "bool",
-    "type",
-    "dyn",
-    "duration",
-    "timestamp",
-    "matches",
-    "startsWith",
-    "endsWith",
-    "contains",
-    "getFullYear",
-    "getMonth",
-    "getDayOfYear",
-    "getDayOfMonth",
-    "getDate",
-    "getDayOfWeek",
-    "getHours",
-    "getMinutes",
-    "getSeconds",
-    "getMilliseconds",
+    "size", "int", "uint", "double", "string", "bytes", "bool", "type", "dyn", "duration",
+    "timestamp", "matches", "startsWith", "endsWith", "contains", "getFullYear", "getMonth",
+    "getDayOfYear", "getDayOfMonth", "getDate", "getDayOfWeek", "getHours", "getMinutes",
+    "getSeconds", "getMilliseconds",
     // macros as the parser may leave them, and two-variable comprehensions
-    "has",
-    "all",
-    "exists",
-    "exists_one",
-    "existsOne",
-    "map",
-    "filter",
-    "transformList",
-    "transformMap",
-    "transformMapEntry",
+    "has", "all", "exists", "exists_one", "existsOne", "map", "filter", "transformList",
+    "transformMap", "transformMapEntry",
     // strings extension
-    "charAt",
-    "indexOf",
-    "lastIndexOf",
-    "lowerAscii",
-    "upperAscii",
-    "replace",
-    "split",
-    "substring",
-    "trim",
-    "join",
-    "format",
-    "quote",
-    "reverse",
+    "charAt", "indexOf", "lastIndexOf", "lowerAscii", "upperAscii", "replace", "split",
+    "substring", "trim", "join", "format", "quote", "reverse",
     // lists (Kubernetes and CEL extension)
-    "isSorted",
-    "sum",
-    "min",
-    "max",
-    "range",
-    "distinct",
-    "flatten",
-    "slice",
-    "sort",
-    "sortBy",
-    "first",
-    "last",
+    "isSorted", "sum", "min", "max", "range", "distinct", "flatten", "slice", "sort", "sortBy",
+    "first", "last",
     // sets
-    "equivalent",
-    "intersects",
+    "equivalent", "intersects",
     // regex
-    "find",
-    "findAll",
+    "find", "findAll",
     // URLs
-    "url",
-    "isURL",
-    "getScheme",
-    "getHost",
-    "getHostname",
-    "getPort",
-    "getEscapedPath",
+    "url", "isURL", "getScheme", "getHost", "getHostname", "getPort", "getEscapedPath",
     "getQuery",
     // authorizer
-    "path",
-    "group",
-    "serviceAccount",
-    "resource",
-    "subresource",
-    "namespace",
-    "name",
-    "check",
-    "allowed",
-    "reason",
-    "errored",
-    "error",
-    "fieldSelector",
-    "labelSelector",
+    "path", "group", "serviceAccount", "resource", "subresource", "namespace", "name", "check",
+    "allowed", "reason", "errored", "error", "fieldSelector", "labelSelector",
     // quantity
-    "quantity",
-    "isQuantity",
-    "sign",
-    "isGreaterThan",
-    "isLessThan",
-    "compareTo",
-    "add",
-    "sub",
-    "asInteger",
-    "isInteger",
-    "asApproximateFloat",
+    "quantity", "isQuantity", "sign", "isGreaterThan", "isLessThan", "compareTo", "add", "sub",
+    "asInteger", "isInteger", "asApproximateFloat",
     // IP and CIDR
-    "ip",
-    "isIP",
-    "isCanonical",
-    "family",
-    "isUnspecified",
-    "isLoopback",
-    "isLinkLocalMulticast",
-    "isLinkLocalUnicast",
-    "isGlobalUnicast",
-    "cidr",
-    "isCIDR",
-    "containsIP",
-    "containsCIDR",
-    "masked",
-    "prefixLength",
+    "ip", "isIP", "isCanonical", "family", "isUnspecified", "isLoopback",
+    "isLinkLocalMulticast", "isLinkLocalUnicast", "isGlobalUnicast", "cidr", "isCIDR",
+    "containsIP", "containsCIDR", "masked", "prefixLength",
     // semver
-    "semver",
-    "isSemver",
-    "major",
-    "minor",
-    "patch",
+    "semver", "isSemver", "major", "minor", "patch",
     // format
-    "named",
-    "validate",
-    "dns1123Label",
-    "dns1123Subdomain",
-    "dns1035Label",
-    "qualifiedName",
-    "dns1123LabelPrefix",
-    "dns1123SubdomainPrefix",
-    "dns1035LabelPrefix",
-    "labelValue",
-    "uri",
-    "uuid",
-    "byte",
-    "date",
-    "datetime",
+    "named", "validate", "dns1123Label", "dns1123Subdomain", "dns1035Label", "qualifiedName",
+    "dns1123LabelPrefix", "dns1123SubdomainPrefix", "dns1035LabelPrefix", "labelValue", "uri",
+    "uuid", "byte", "date", "datetime",
     // math
-    "greatest",
-    "least",
-    "ceil",
-    "floor",
-    "round",
-    "trunc",
-    "abs",
-    "isNaN",
-    "isInf",
-    "isFinite",
-    "bitAnd",
-    "bitOr",
-    "bitXor",
-    "bitNot",
-    "bitShiftLeft",
-    "bitShiftRight",
-    "sqrt",
+    "greatest", "least", "ceil", "floor", "round", "trunc", "abs", "isNaN", "isInf", "isFinite",
+    "bitAnd", "bitOr", "bitXor", "bitNot", "bitShiftLeft", "bitShiftRight", "sqrt",
     // base64
-    "encode",
-    "decode",
+    "encode", "decode",
     // optionals
-    "of",
-    "none",
-    "ofNonZeroValue",
-    "hasValue",
-    "value",
-    "orValue",
-    "or",
-    "optMap",
+    "of", "none", "ofNonZeroValue", "hasValue", "value", "orValue", "or", "optMap",
     "optFlatMap",
 ];
 
@@ -410,26 +253,18 @@ impl Walker<'_> {
                 self.bound.truncate(n);
             }
             Expr::List(l) => l.elements.iter().for_each(|x| self.walk(x)),
-            Expr::Map(m) => {
-                for entry in &m.entries {
-                    match &entry.expr {
-                        EntryExpr::StructField(field) => self.walk(&field.value),
-                        EntryExpr::MapEntry(me) => {
-                            self.walk(&me.key);
-                            self.walk(&me.value);
-                        }
-                    }
-                }
-            }
-            Expr::Struct(s) => {
-                for entry in &s.entries {
-                    match &entry.expr {
-                        EntryExpr::StructField(field) => self.walk(&field.value),
-                        EntryExpr::MapEntry(me) => {
-                            self.walk(&me.key);
-                            self.walk(&me.value);
-                        }
-                    }
+            Expr::Map(m) => self.entries(&m.entries),
+            Expr::Struct(st) => self.entries(&st.entries),
+        }
+    }
+
+    fn entries(&mut self, entries: &[IdedEntryExpr]) {
+        for entry in entries {
+            match &entry.expr {
+                EntryExpr::StructField(field) => self.walk(&field.value),
+                EntryExpr::MapEntry(me) => {
+                    self.walk(&me.key);
+                    self.walk(&me.value);
                 }
             }
         }
