@@ -89,7 +89,8 @@ struct PlanArgs {
     #[arg(
         short = 'f',
         long = "filename",
-        required = true,
+        required_unless_present = "from_cluster",
+        conflicts_with = "from_cluster",
         value_name = "PATH",
         value_delimiter = ',',
         allow_hyphen_values = true
@@ -117,11 +118,25 @@ struct PlanArgs {
     /// every CEL expression included; a refusal is an error.
     #[arg(long, value_enum, value_name = "MODE")]
     validate: Option<Validate>,
-    /// With --validate=server: the kubeconfig (default: $KUBECONFIG, ~/.kube/config, or
-    /// in-cluster).
+    /// Read the templates and constraints from the cluster of `--kubeconfig` instead of
+    /// files: on a cluster where Gatekeeper generates, the migration report (which templates
+    /// and constraints would generate and which not, and why; `vapgen diff --from-cluster`
+    /// shows what differs from the VAPs and bindings present).
+    #[arg(long)]
+    from_cluster: bool,
+    /// With --from-cluster: only the templates matching this label selector.
+    #[arg(
+        short = 'l',
+        long = "selector",
+        value_name = "SELECTOR",
+        requires = "from_cluster"
+    )]
+    selector: Option<String>,
+    /// With --validate=server or --from-cluster: the kubeconfig (default: $KUBECONFIG,
+    /// ~/.kube/config, or in-cluster).
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
-    /// With --validate=server: the kubeconfig context.
+    /// With --validate=server or --from-cluster: the kubeconfig context.
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
     #[command(flatten)]
@@ -506,6 +521,13 @@ enum RunError {
     /// The controller could not start.
     #[error(transparent)]
     Start(#[from] crate::controller::StartError),
+    /// `--from-cluster` could not list the templates or constraints.
+    #[error("cannot read the cluster's templates and constraints: {source}")]
+    ReadCluster {
+        /// What kube said.
+        #[source]
+        source: kube::Error,
+    },
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -620,7 +642,15 @@ fn plan(args: &PlanArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return fail(chain(&e)),
     };
-    let (objects, read_errors) = manifest::read_paths(&args.paths);
+    let (objects, read_errors) = if args.from_cluster {
+        match from_cluster(args) {
+            Ok(objects) => (objects, Vec::new()),
+            Err(e) => return fail(chain(&e)),
+        }
+    } else {
+        let (objects, errors) = manifest::read_paths(&args.paths);
+        (objects, errors.iter().map(ToString::to_string).collect())
+    };
     let inputs = planner::classify(objects);
     let report = planner::plan(&decider, &args.settings.settings(), &inputs);
     let objects = report.objects(args.crds);
@@ -644,8 +674,7 @@ fn plan(args: &PlanArgs) -> ExitCode {
         SummaryFormat::Text => eprint!("{}", report.summary()),
         SummaryFormat::Json => {
             let mut doc = report.summary_json();
-            let read: Vec<String> = read_errors.iter().map(ToString::to_string).collect();
-            doc["readErrors"] = serde_json::json!(read);
+            doc["readErrors"] = serde_json::json!(read_errors);
             eprintln!("{doc:#}");
         }
         SummaryFormat::None => {}
@@ -690,6 +719,20 @@ fn plan(args: &PlanArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `plan --from-cluster`: the cluster's templates (matching `--selector`) and constraints.
+fn from_cluster(args: &PlanArgs) -> Result<Vec<manifest::SourcedObject>, RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    rt.block_on(async {
+        let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        crate::diff::read_cluster_inputs(&client, args.selector.as_deref())
+            .await
+            .map_err(|source| RunError::ReadCluster { source })
+    })
 }
 
 /// `plan --validate=server`: the objects, dry-run applied on the cluster of `--kubeconfig`.

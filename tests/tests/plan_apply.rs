@@ -440,4 +440,28 @@ async fn diff_shows_what_applying_would_change() {
         out.contains("2 object(s): 1 unchanged, 0 to create, 1 to change"),
         "{out}"
     );
+
+    // The migration report from the same objects: plan --from-cluster.
+    let out = Command::new(env!("CARGO_BIN_EXE_vapgen-under-test"))
+        .args([
+            "plan",
+            "--from-cluster",
+            "-l",
+            &selector,
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .args(["--summary=json", "-o", "json"])
+        .output()
+        .expect("running vapgen plan --from-cluster");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stderr).expect("JSON summary");
+    assert_eq!(summary["templates"][0]["name"], name.as_str(), "{summary}");
+    assert_eq!(summary["templates"][0]["decision"], "generate", "{summary}");
+    assert_eq!(
+        summary["templates"][0]["constraints"][0]["binding"],
+        format!("gatekeeper-{name}-no-forbidden"),
+        "{summary}"
+    );
 }
