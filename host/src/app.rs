@@ -103,6 +103,13 @@ struct PlanArgs {
     /// the constraint CRDs.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     crds: bool,
+    /// Emit the bindings (false: the CRDs and policies only, the first step of the two-step
+    /// apply in README "Safe render").
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    bindings: bool,
+    /// Emit the bindings only (the second step of the two-step apply).
+    #[arg(long, conflicts_with = "bindings")]
+    only_bindings: bool,
     /// Output format of the objects: a YAML stream, or one JSON `v1 List`.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Yaml)]
     output: Output,
@@ -653,7 +660,19 @@ fn plan(args: &PlanArgs) -> ExitCode {
     };
     let inputs = planner::classify(objects);
     let report = planner::plan(&decider, &args.settings.settings(), &inputs);
-    let objects = report.objects(args.crds);
+    let is_binding =
+        |o: &serde_json::Value| crate::snapshot::kind_of(o) == crate::render::VAPB_KIND;
+    let objects: Vec<serde_json::Value> = report
+        .objects(args.crds && !args.only_bindings)
+        .into_iter()
+        .filter(|o| {
+            if args.only_bindings {
+                is_binding(o)
+            } else {
+                args.bindings || !is_binding(o)
+            }
+        })
+        .collect();
     let out = match args.output {
         Output::Yaml => render::to_yaml_stream(&objects),
         Output::Json => {

@@ -289,3 +289,25 @@ fn plan_checks_the_generated_cel() {
         assert!(err.contains(wanted), "{bad}: {err}");
     }
 }
+
+/// The two-step apply: `--bindings=false` prints CRDs and policies only, `--only-bindings`
+/// the bindings only; together they are the whole output.
+#[test]
+fn plan_splits_the_output_for_a_two_step_apply() {
+    let (_, all, _) = vapgen(&["plan", "-f", "requiredlabels", "--summary=none"], "");
+    let (c1, first, e1) = vapgen(&["plan", "-f", "requiredlabels", "--bindings=false"], "");
+    let (c2, second, e2) = vapgen(&["plan", "-f", "requiredlabels", "--only-bindings"], "");
+    assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
+    assert_eq!(
+        kinds(&first),
+        ["CustomResourceDefinition", "ValidatingAdmissionPolicy"]
+    );
+    assert!(
+        !kinds(&second).is_empty()
+            && kinds(&second)
+                .iter()
+                .all(|k| k == "ValidatingAdmissionPolicyBinding"),
+        "{second}"
+    );
+    assert_eq!(format!("{first}{second}"), all);
+}

@@ -22,6 +22,14 @@ use vapgen_tests::{
     kubectl, unique_name, wait_denied,
 };
 
+/// The tests of this file run one at a time: right after a policy is applied, the API
+/// server may answer "failed to configure policy" for every request it matches (README
+/// "Safe render"), which would deny the writes of a test running beside it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the API server answers while a new policy's paramKind is not resolved yet.
+const NOT_CONFIGURED: &str = "failed to configure policy";
+
 /// A fresh directory for the input files (under the system temp dir).
 fn scratch_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(unique_name("vapgen-plan-apply"));
@@ -110,6 +118,22 @@ fn vapgen(args: &[&str]) -> Output {
 /// `kubectl <args> -f -` with `input` on stdin against the test API server.
 fn kubectl_stdin(args: &[&str], input: &[u8]) -> Output {
     let kubectl = kubectl().expect("VAPGEN_KUBECTL is not set (tests/control-plane/up exports it)");
+    let start = Instant::now();
+    loop {
+        let out = kubectl_once(&kubectl, args, input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success()
+            || !stderr.contains(NOT_CONFIGURED)
+            || start.elapsed() > ENFORCEMENT_TIMEOUT
+        {
+            assert!(out.status.success(), "kubectl {args:?} failed: {stderr}");
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn kubectl_once(kubectl: &Path, args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(kubectl)
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
@@ -121,13 +145,7 @@ fn kubectl_stdin(args: &[&str], input: &[u8]) -> Output {
         .spawn()
         .expect("running kubectl");
     child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    child.wait_with_output().unwrap()
 }
 
 /// `kubectl apply -f -` of a constraint, retried while its CRD is not served yet.
@@ -201,6 +219,7 @@ fn config_map(name: &str, key: &str) -> ConfigMap {
 
 #[tokio::test]
 async fn plan_output_applies_without_denying_unrelated_requests() {
+    let _serial = SERIAL.lock().await;
     let client = client().await;
     let ns = fresh_namespace(&client, "plan-apply").await;
     let dir = scratch_dir();
@@ -245,6 +264,7 @@ async fn plan_output_applies_without_denying_unrelated_requests() {
 
 #[tokio::test]
 async fn without_the_crds_a_fail_policy_denies_unrelated_requests() {
+    let _serial = SERIAL.lock().await;
     let client = client().await;
     let ns = fresh_namespace(&client, "plan-nocrd").await;
     let dir = scratch_dir();
@@ -305,6 +325,7 @@ async fn without_the_crds_a_fail_policy_denies_unrelated_requests() {
 /// is refused by the API server's own CEL compiler in a dry-run, and nothing is stored.
 #[tokio::test]
 async fn validate_server_finds_what_only_the_api_server_compiler_sees() {
+    let _serial = SERIAL.lock().await;
     let client = client().await;
     let dir = scratch_dir();
     let (kind, name) = unique_kind();
@@ -364,6 +385,7 @@ async fn validate_server_finds_what_only_the_api_server_compiler_sees() {
 /// files and from the cluster's own template and constraint (`--from-cluster -l`).
 #[tokio::test]
 async fn diff_shows_what_applying_would_change() {
+    let _serial = SERIAL.lock().await;
     let client = client().await;
     let ns = fresh_namespace(&client, "plan-diff").await;
     vapgen_tests::install_template_crd(&client, &ns).await;
@@ -413,14 +435,21 @@ async fn diff_shows_what_applying_would_change() {
     let bindings: Api<
         k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
     > = Api::all(client.clone());
-    bindings
+    let start = Instant::now();
+    while let Err(e) = bindings
         .patch(
             &format!("gatekeeper-{name}-no-forbidden"),
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(serde_json::json!({"spec": {"validationActions": ["Warn"]}})),
         )
         .await
-        .expect("editing the binding");
+    {
+        assert!(
+            e.to_string().contains(NOT_CONFIGURED) && start.elapsed() < ENFORCEMENT_TIMEOUT,
+            "editing the binding: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (code, out, err) = diff(&["-f", &files]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.contains(&format!("~ {binding}: would change")), "{out}");

@@ -171,7 +171,9 @@ tests:
     );
     let path = dir.join("suite.yaml");
     std::fs::write(&path, suite).unwrap();
-    let run = vapgen_verify(&["--deny-timeout", "5", path.to_str().unwrap()]);
+    // 20 s: right after the policy is created the API server may answer "failed to configure
+    // policy" for seconds (README "Safe render"); the wrong case waits the whole timeout.
+    let run = vapgen_verify(&["--deny-timeout", "20", path.to_str().unwrap()]);
     assert_eq!(
         run.code,
         Some(1),
