@@ -53,7 +53,6 @@
 //! formatting machinery they pull in, which this crate avoids entirely.
 
 #![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
-#![warn(missing_docs)]
 
 pub mod model;
 
