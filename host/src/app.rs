@@ -339,11 +339,9 @@ enum LogFormat {
 
 /// Parses `args` (without the program name) as the `vapgen` command line does, and runs
 /// nothing: `host/tests/docs.rs` checks every command the docs show with it.
-pub fn check_args(args: &[&str]) -> Result<(), String> {
+pub fn check_args(args: &[&str]) -> Result<(), clap::Error> {
     let argv = std::iter::once("vapgen").chain(args.iter().copied());
-    Cli::try_parse_from(argv)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    Cli::try_parse_from(argv).map(|_| ())
 }
 
 /// Runs the `vapgen` command with the process's arguments; returns its exit code.

@@ -36,7 +36,7 @@ pub struct ObjectDiff {
     /// `Kind/name`.
     pub object: String,
     /// What applying it would do, or why that could not be found out.
-    pub change: Result<Change, String>,
+    pub change: Result<Change, DiffError>,
 }
 
 /// Reads the cluster's ConstraintTemplates (those matching `selector`, a label selector, when
@@ -102,41 +102,24 @@ pub async fn diff(client: &kube::Client, objects: &[Value]) -> Vec<ObjectDiff> {
         let name = crate::snapshot::name_of(o).to_string();
         let object = format!("{kind}/{name}");
         let api = api_for(client, o);
-        let change = one(&api, &name, o).await.map_err(|e| match e {
-            Failure::Json(e) => e.to_string(),
-            Failure::Kube(e) => kube_message(e),
-        });
+        let change = one(&api, &name, o).await;
         out.push(ObjectDiff { object, change });
     }
     out
 }
 
 /// Why one comparison failed.
-enum Failure {
-    Kube(kube::Error),
-    Json(serde_json::Error),
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// The API server refused the dry run or the read (its message), or it could not be sent.
+    #[error("{}", crate::validate::api_message(.0))]
+    Kube(#[from] kube::Error),
+    /// An object could not be converted.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
 }
 
-impl From<kube::Error> for Failure {
-    fn from(e: kube::Error) -> Self {
-        Failure::Kube(e)
-    }
-}
-
-impl From<serde_json::Error> for Failure {
-    fn from(e: serde_json::Error) -> Self {
-        Failure::Json(e)
-    }
-}
-
-fn kube_message(e: kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message,
-        other => other.to_string(),
-    }
-}
-
-async fn one(api: &Api<DynamicObject>, name: &str, desired: &Value) -> Result<Change, Failure> {
+async fn one(api: &Api<DynamicObject>, name: &str, desired: &Value) -> Result<Change, DiffError> {
     let params = PostParams {
         dry_run: true,
         ..PostParams::default()

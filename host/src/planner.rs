@@ -171,7 +171,7 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
         if let Err(why) = check_name(name) {
             report
                 .problems
-                .push(PlanError::new(subject, &t.origin, why));
+                .push(PlanError::new(subject, &t.origin, why.to_string()));
             continue;
         }
         template_names.insert(name, &t.origin);
@@ -194,7 +194,7 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
         if let Err(why) = check_name(name) {
             report
                 .problems
-                .push(PlanError::new(subject, &c.origin, why));
+                .push(PlanError::new(subject, &c.origin, why.to_string()));
             continue;
         }
         constraint_names.insert((kind, name), &c.origin);
@@ -237,19 +237,31 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
     report
 }
 
+/// Why a name is no valid object name (see [`check_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name is empty.
+    #[error("metadata.name is missing")]
+    Missing,
+    /// The name is longer than 253 characters (its length).
+    #[error("metadata.name is {0} characters long; an object name has at most 253")]
+    TooLong(usize),
+    /// The name has other characters, or a label starts or ends with '-' or '.'.
+    #[error(
+        "metadata.name {0:?} is not a valid object name (a lowercase RFC 1123 subdomain: a-z, 0-9, '-' and '.', starting and ending with a letter or digit)"
+    )]
+    Invalid(String),
+}
+
 /// Whether `name` is a valid object name: a lowercase RFC 1123 subdomain of at most 253
 /// characters (`[a-z0-9]([-a-z0-9]*[a-z0-9])?` labels joined by `.`), as the API server
 /// checks `metadata.name` of CRDs, custom resources, VAPs and bindings.
-pub fn check_name(name: &str) -> Result<(), String> {
-    const RULE: &str = "a lowercase RFC 1123 subdomain: a-z, 0-9, '-' and '.', starting and ending with a letter or digit";
+pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("metadata.name is missing".into());
+        return Err(NameError::Missing);
     }
     if name.len() > 253 {
-        return Err(format!(
-            "metadata.name is {} characters long; an object name has at most 253",
-            name.len()
-        ));
+        return Err(NameError::TooLong(name.len()));
     }
     let ok = name.split('.').all(|label| {
         let b = label.as_bytes();
@@ -261,9 +273,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "metadata.name {name:?} is not a valid object name ({RULE})"
-        ))
+        Err(NameError::Invalid(name.to_string()))
     }
 }
 
@@ -337,7 +347,7 @@ fn checked(object: Value) -> Result<Value, render::RenderError> {
     let name = snapshot::name_of(&object);
     match check_name(name) {
         Ok(()) => Ok(object),
-        Err(why) => Err(render::RenderError::InvalidName(why)),
+        Err(why) => Err(render::RenderError::InvalidName(why.to_string())),
     }
 }
 

@@ -28,13 +28,9 @@ pub async fn server_dry_run(client: &kube::Client, objects: &[Value]) -> Vec<Ref
         let api = api_for(client, o);
         let params = PatchParams::apply(FIELD_MANAGER).dry_run().force();
         if let Err(e) = api.patch(&name, &params, &Patch::Apply(o)).await {
-            let message = match e {
-                kube::Error::Api(status) => status.message,
-                other => other.to_string(),
-            };
             refusals.push(Refusal {
                 object: format!("{kind}/{name}"),
-                message,
+                message: api_message(&e),
             });
         }
     }
@@ -42,6 +38,14 @@ pub async fn server_dry_run(client: &kube::Client, objects: &[Value]) -> Vec<Ref
 }
 
 /// The API of a cluster-scoped object's kind (`apiVersion` and `kind` of `object`).
+/// The API server's own message for a refusal (what `kubectl` prints), else kube's error.
+pub(crate) fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub(crate) fn api_for(client: &kube::Client, object: &Value) -> Api<DynamicObject> {
     let kind = crate::snapshot::kind_of(object);
     let (group, version) = match object.get("apiVersion").and_then(Value::as_str) {

@@ -9,6 +9,7 @@ use kube::api::{
 use serde_json::{Value, json};
 
 use super::FIELD_MANAGER;
+use super::error::{VerifyError, kube_message};
 use crate::snapshot;
 
 pub(super) fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
@@ -40,13 +41,6 @@ pub(super) fn crd_resource() -> ApiResource {
 }
 pub(super) fn ns_resource() -> ApiResource {
     ar("", "v1", "Namespace", "namespaces")
-}
-
-pub(super) fn kube_message(e: kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// An object `verify` created, to delete at the end.
@@ -84,7 +78,7 @@ impl Cleanup {
 }
 
 /// Server-side apply (`FIELD_MANAGER`, forced).
-pub(super) async fn apply(api: &Api<DynamicObject>, obj: &Value) -> Result<(), String> {
+pub(super) async fn apply(api: &Api<DynamicObject>, obj: &Value) -> Result<(), VerifyError> {
     let name = snapshot::name_of(obj).to_string();
     api.patch(
         &name,
@@ -93,13 +87,7 @@ pub(super) async fn apply(api: &Api<DynamicObject>, obj: &Value) -> Result<(), S
     )
     .await
     .map(|_| ())
-    .map_err(|e| {
-        format!(
-            "applying {} {name}: {}",
-            snapshot::kind_of(obj),
-            kube_message(e)
-        )
-    })
+    .map_err(|e| VerifyError::api(format!("applying {} {name}", snapshot::kind_of(obj)), e))
 }
 /// Whether a denial is the admission plugin still catching up (not a verdict).
 pub(super) fn is_plugin_lag(msg: &str) -> bool {
@@ -116,18 +104,19 @@ pub(super) struct Prepared {
     /// For an `AdmissionReview`: the object was created, the case is an update.
     pub(super) update: Option<Option<Value>>,
 }
-pub(super) async fn dry_run(api: &Api<DynamicObject>, obj: &Value) -> Result<(), String> {
-    let o: DynamicObject = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
+/// A dry-run create of `obj`; the error is the API server's answer (or why it has none).
+pub(super) async fn dry_run(api: &Api<DynamicObject>, obj: &Value) -> Result<(), kube::Error> {
+    let o: DynamicObject = serde_json::from_value(obj.clone()).map_err(kube::Error::SerdeError)?;
     let pp = PostParams {
         dry_run: true,
         ..PostParams::default()
     };
-    api.create(&pp, &o).await.map(|_| ()).map_err(kube_message)
+    api.create(&pp, &o).await.map(|_| ())
 }
 
 /// The case's request: a dry-run create, or for an UPDATE a dry-run update of the object
 /// created in phase 1 (to the review's object, else with one label added).
-pub(super) async fn send(p: &Prepared) -> Result<(), String> {
+pub(super) async fn send(p: &Prepared) -> Result<(), kube::Error> {
     let name = snapshot::name_of(&p.obj).to_string();
     let pp = PatchParams {
         dry_run: true,
@@ -141,7 +130,6 @@ pub(super) async fn send(p: &Prepared) -> Result<(), String> {
                 .patch(&name, &pp, &Patch::Merge(&patch))
                 .await
                 .map(|_| ())
-                .map_err(kube_message)
         }
         Some(Some(new)) => {
             let mut new = new.clone();
@@ -152,7 +140,6 @@ pub(super) async fn send(p: &Prepared) -> Result<(), String> {
                 .patch(&name, &pp, &Patch::Merge(&new))
                 .await
                 .map(|_| ())
-                .map_err(kube_message)
         }
     }
 }
@@ -162,18 +149,21 @@ pub(super) async fn expect_denied(
     p: &Prepared,
     policy: &str,
     timeout: Duration,
-) -> (&'static str, Result<(), String>) {
+) -> (&'static str, Result<(), VerifyError>) {
     let wanted = format!("ValidatingAdmissionPolicy '{policy}'");
     let start = Instant::now();
     let mut last = String::new();
     let mut got = "admitted";
     while start.elapsed() < timeout {
-        match send(p).await {
+        match send(p).await.map_err(|e| kube_message(&e)) {
             Err(m) if m.contains(&wanted) && !is_plugin_lag(&m) => {
                 return match &p.needle {
-                    Some(n) if !m.contains(n.as_str()) => {
-                        ("denied", Err(format!("denied, but without {n:?}: {m}")))
-                    }
+                    Some(n) if !m.contains(n.as_str()) => (
+                        "denied",
+                        Err(VerifyError::Verdict(format!(
+                            "denied, but without {n:?}: {m}"
+                        ))),
+                    ),
                     _ => ("denied", Ok(())),
                 };
             }
@@ -190,9 +180,9 @@ pub(super) async fn expect_denied(
     }
     (
         got,
-        Err(format!(
+        Err(VerifyError::Verdict(format!(
             "expected a denial by {policy}; last answer: {last}"
-        )),
+        ))),
     )
 }
 
@@ -201,18 +191,20 @@ pub(super) async fn expect_denied(
 pub(super) async fn expect_admitted(
     p: &Prepared,
     timeout: Duration,
-) -> (&'static str, Result<(), String>) {
+) -> (&'static str, Result<(), VerifyError>) {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < timeout {
         match send(p).await {
             Ok(()) => return ("admitted", Ok(())),
-            Err(m) => last = m,
+            Err(e) => last = kube_message(&e),
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     (
         "denied",
-        Err(format!("expected admission; last answer: {last}")),
+        Err(VerifyError::Verdict(format!(
+            "expected admission; last answer: {last}"
+        ))),
     )
 }

@@ -8,6 +8,8 @@ use serde_json::Value;
 use crate::manifest::{self, SourcedObject};
 use crate::snapshot;
 
+use super::VerifyError;
+
 /// A gator suite file.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -106,26 +108,33 @@ pub fn is_gator_suite(obj: &Value) -> bool {
 }
 
 /// Reads a gator suite file.
-pub fn read_suite(path: &Path) -> Result<GatorSuite, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (docs, errors) = manifest::parse_documents(&text, &path.display().to_string());
-    if let Some(e) = errors.first() {
-        return Err(e.to_string());
-    }
-    let doc = docs
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{}: empty file", path.display()))?;
+pub fn read_suite(path: &Path) -> Result<GatorSuite, VerifyError> {
+    let doc = first_object(path, "empty file")?;
     if !is_gator_suite(&doc.object) {
-        return Err(format!(
+        return Err(VerifyError::Input(format!(
             "{}: not a gator suite (apiVersion {:?}, kind {:?}); expected test.gatekeeper.sh/v1alpha1 Suite",
             path.display(),
             doc.object["apiVersion"].as_str().unwrap_or(""),
             snapshot::kind_of(&doc.object)
-        ));
+        )));
     }
     serde_json::from_value(doc.object)
-        .map_err(|e| format!("{}: invalid suite: {e}", path.display()))
+        .map_err(|e| VerifyError::Input(format!("{}: invalid suite: {e}", path.display())))
+}
+
+/// The first object of the YAML file at `path` (`none`: the error's words when it has none).
+fn first_object(path: &Path, none: &str) -> Result<SourcedObject, VerifyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| VerifyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (docs, errors) = manifest::parse_documents(&text, &path.display().to_string());
+    if let Some(e) = errors.first() {
+        return Err(VerifyError::Input(e.to_string()));
+    }
+    docs.into_iter()
+        .next()
+        .ok_or_else(|| VerifyError::Input(format!("{}: {none}", path.display())))
 }
 
 /// The suite files below `paths`: files as given; in directories, recursively, the
@@ -154,16 +163,9 @@ pub fn suite_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-pub(super) fn read_one(base: &Path, file: &str) -> Result<SourcedObject, String> {
-    let path = base.join(file);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (docs, errors) = manifest::parse_documents(&text, &path.display().to_string());
-    if let Some(e) = errors.first() {
-        return Err(e.to_string());
-    }
-    docs.into_iter()
-        .next()
-        .ok_or_else(|| format!("{}: no object", path.display()))
+/// The object of a case's file, relative to its suite's directory.
+pub(super) fn read_one(base: &Path, file: &str) -> Result<SourcedObject, VerifyError> {
+    first_object(&base.join(file), "no object")
 }
 
 #[cfg(test)]

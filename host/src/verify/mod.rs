@@ -45,10 +45,13 @@ use crate::runtime::Decide;
 use crate::snapshot;
 
 mod cluster;
+mod error;
 mod gator;
 mod report;
 
 use cluster::*;
+pub use error::VerifyError;
+use error::kube_message;
 use gator::read_one;
 pub use gator::{
     GatorAssertion, GatorCase, GatorSuite, GatorTest, is_gator_suite, read_suite, suite_files,
@@ -126,6 +129,13 @@ fn strip_owners(obj: &mut Value) {
     }
 }
 
+/// What discovery found for a case object's kind (cached per run).
+#[derive(Clone)]
+enum Served {
+    Yes(ApiResource, bool),
+    No(String),
+}
+
 struct Runner<'a> {
     client: kube::Client,
     decider: &'a dyn Decide,
@@ -133,7 +143,8 @@ struct Runner<'a> {
     run: String,
     namespace: String,
     serial: usize,
-    discovery: BTreeMap<String, Result<(ApiResource, bool), String>>,
+    /// Per `apiVersion/kind`: its resource and whether it is namespaced, or why it is not served.
+    discovery: BTreeMap<String, Served>,
     report: Report,
 }
 
@@ -217,7 +228,7 @@ pub async fn verify_run(
     let ns_api: Api<DynamicObject> = Api::all_with(client.clone(), &ns_resource());
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": r.namespace, "labels": {RUN_LABEL: r.run}}});
     if let Err(e) = apply(&ns_api, &ns).await {
-        r.report.errors.push(e);
+        r.report.errors.push(e.to_string());
         return r.report;
     }
     for f in &files {
@@ -263,7 +274,7 @@ impl Runner<'_> {
         let suite = match read_suite(path) {
             Ok(s) => s,
             Err(e) => {
-                self.report.errors.push(e);
+                self.report.errors.push(e.to_string());
                 return;
             }
         };
@@ -311,7 +322,7 @@ impl Runner<'_> {
             read_one(base, &test.constraint),
         ) {
             (Ok(t), Ok(c)) => (t, c),
-            (Err(e), _) | (_, Err(e)) => return all(self, Verdict::Fail, &e),
+            (Err(e), _) | (_, Err(e)) => return all(self, Verdict::Fail, &e.to_string()),
         };
         let Some(kind) = snapshot::template_kind(&template.object).map(str::to_string) else {
             return all(
@@ -411,7 +422,7 @@ impl Runner<'_> {
             self.report.errors.extend(errors);
             *current = None;
             if let Err(e) = self.apply_kind(&crd, &policy, kind_scope).await {
-                return all(self, Verdict::Fail, &e);
+                return all(self, Verdict::Fail, &e.to_string());
             }
             *current = Some((crd, policy));
         }
@@ -431,6 +442,7 @@ impl Runner<'_> {
             )
             .await;
         if let Err(e) = result {
+            let e = e.to_string();
             for &r in &rows {
                 if self.report.rows[r].reason.is_empty() && self.report.rows[r].got == "-" {
                     self.set(r, Verdict::Fail, "-", e.clone());
@@ -448,7 +460,7 @@ impl Runner<'_> {
         crd: &Value,
         policy: &Value,
         scope: &mut Cleanup,
-    ) -> Result<(), String> {
+    ) -> Result<(), VerifyError> {
         let crd_api: Api<DynamicObject> = Api::all_with(self.client.clone(), &crd_resource());
         scope.push(
             crd_api.clone(),
@@ -466,7 +478,7 @@ impl Runner<'_> {
     }
 
     /// The API for a case object's kind, and whether it is namespaced (cached per kind).
-    async fn api_for(&mut self, obj: &mut Value) -> Result<Api<DynamicObject>, String> {
+    async fn api_for(&mut self, obj: &mut Value) -> Result<Api<DynamicObject>, VerifyError> {
         let av = obj["apiVersion"].as_str().unwrap_or("v1").to_string();
         let kind = snapshot::kind_of(obj).to_string();
         let key = format!("{av}/{kind}");
@@ -475,12 +487,16 @@ impl Runner<'_> {
             let gvk = GroupVersionKind::gvk(group, version, &kind);
             let found: Result<(_, ApiCapabilities), _> =
                 kube::discovery::pinned_kind(&self.client, &gvk).await;
-            let v = found
-                .map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced))
-                .map_err(|e| format!("the API server does not serve {av} {kind}: {e}"));
+            let v = match found {
+                Ok((ar, caps)) => Served::Yes(ar, caps.scope == Scope::Namespaced),
+                Err(e) => Served::No(format!("the API server does not serve {av} {kind}: {e}")),
+            };
             self.discovery.insert(key.clone(), v);
         }
-        let (ar, namespaced) = self.discovery[&key].clone()?;
+        let (ar, namespaced) = match self.discovery[&key].clone() {
+            Served::Yes(ar, namespaced) => (ar, namespaced),
+            Served::No(why) => return Err(VerifyError::Cluster(why)),
+        };
         Ok(if namespaced {
             obj["metadata"]["namespace"] = json!(self.namespace);
             Api::namespaced_with(self.client.clone(), &self.namespace, &ar)
@@ -501,7 +517,7 @@ impl Runner<'_> {
         binding: &Value,
         policy_name: &str,
         scope: &mut Cleanup,
-    ) -> Result<(), String> {
+    ) -> Result<(), VerifyError> {
         // Phase 1, no binding: baseline every object; create the objects of UPDATE cases.
         let mut prepared = Vec::new();
         for (case, &row) in test.cases.iter().zip(rows) {
@@ -521,7 +537,7 @@ impl Runner<'_> {
             let mut obj = match read_one(base, &case.object) {
                 Ok(o) => o.object,
                 Err(e) => {
-                    self.set(row, Verdict::Fail, "-", e);
+                    self.set(row, Verdict::Fail, "-", e.to_string());
                     continue;
                 }
             };
@@ -591,14 +607,14 @@ impl Runner<'_> {
             let api = match self.api_for(&mut obj).await {
                 Ok(a) => a,
                 Err(e) => {
-                    self.set(row, Verdict::Skip, "-", e);
+                    self.set(row, Verdict::Skip, "-", e.to_string());
                     continue;
                 }
             };
             let (violated, needle) = case.expectation();
             if let Some(new) = &mut update {
-                let o: DynamicObject =
-                    serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
+                let o: DynamicObject = serde_json::from_value(obj.clone())
+                    .map_err(|e| VerifyError::Input(format!("the case's object: {e}")))?;
                 match api.create(&PostParams::default(), &o).await {
                     Ok(_) => scope.push(api.clone(), &name, snapshot::kind_of(&obj).to_string()),
                     Err(e) => {
@@ -608,7 +624,7 @@ impl Runner<'_> {
                             "-",
                             format!(
                                 "the object of the UPDATE cannot be created: {}",
-                                kube_message(e)
+                                kube_message(&e)
                             ),
                         );
                         continue;
@@ -617,12 +633,15 @@ impl Runner<'_> {
                 if let Some(n) = new {
                     n["metadata"] = obj["metadata"].clone();
                 }
-            } else if let Err(m) = dry_run(&api, &obj).await {
+            } else if let Err(e) = dry_run(&api, &obj).await {
                 self.set(
                     row,
                     Verdict::Skip,
                     "-",
-                    format!("rejected by the API server without any policy: {m}"),
+                    format!(
+                        "rejected by the API server without any policy: {}",
+                        kube_message(&e)
+                    ),
                 );
                 continue;
             }
@@ -656,7 +675,9 @@ impl Runner<'_> {
         let start = Instant::now();
         while let Err(e) = apply(&constraint_api, constraint).await {
             if start.elapsed() > self.cfg.enforce_timeout {
-                return Err(format!("the constraint kind {kind} is not served: {e}"));
+                return Err(VerifyError::Cluster(format!(
+                    "the constraint kind {kind} is not served: {e}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -678,7 +699,7 @@ impl Runner<'_> {
             };
             match outcome {
                 Ok(()) => self.set(p.row, Verdict::Pass, got, ""),
-                Err(e) => self.set(p.row, Verdict::Fail, got, e),
+                Err(e) => self.set(p.row, Verdict::Fail, got, e.to_string()),
             }
         }
         Ok(())
@@ -686,7 +707,7 @@ impl Runner<'_> {
 
     /// Creates a canary policy and binding after the test's own, and waits until the canary
     /// request is denied: the API server has then seen the test's policy and binding.
-    async fn canary(&mut self, test_id: &str, scope: &mut Cleanup) -> Result<(), String> {
+    async fn canary(&mut self, test_id: &str, scope: &mut Cleanup) -> Result<(), VerifyError> {
         let name = format!("vapgen-verify-canary-{test_id}");
         let policy = json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -727,8 +748,11 @@ impl Runner<'_> {
         matched["metadata"]["labels"][RUN_LABEL] = json!(self.run);
         let start = Instant::now();
         loop {
-            let canary = dry_run(&cm_api, &cm).await;
-            let configured = match (&canary, dry_run(&cm_api, &matched).await) {
+            let canary = dry_run(&cm_api, &cm).await.map_err(|e| kube_message(&e));
+            let matched_answer = dry_run(&cm_api, &matched)
+                .await
+                .map_err(|e| kube_message(&e));
+            let configured = match (&canary, matched_answer) {
                 (Err(m), _) if !m.contains("vapgen verify canary") => false,
                 (Ok(_), _) => false,
                 (_, Err(m)) => !m.contains("failed to configure policy"),
@@ -738,10 +762,10 @@ impl Runner<'_> {
                 Err(_) if configured => return Ok(()),
                 other => {
                     if start.elapsed() > self.cfg.enforce_timeout {
-                        return Err(format!(
+                        return Err(VerifyError::Cluster(format!(
                             "the policy was not enforced within {:?} (canary: {other:?})",
                             self.cfg.enforce_timeout
-                        ));
+                        )));
                     }
                 }
             }
