@@ -183,12 +183,27 @@ fn apply_when_served(input: &str) {
 
 /// Deletes the objects of a `plan` output when dropped, also when the test panics: a
 /// policy left behind whose paramKind is missing would deny the other tests' writes.
+///
+/// Bindings and policies go first, newest first, and CRDs stay: the API server's admission
+/// plugin drops a deleted policy a moment after it is deleted, and if the policy's paramKind
+/// CRD were gone before that, every request the policy matches (ConfigMaps in any namespace
+/// here) would be denied ("failed to configure policy") — the next test binary's writes too.
+/// A CRD of a unique kind left on a throwaway control plane denies nothing.
 struct Cleanup(Vec<u8>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let Some(kubectl) = kubectl() else { return };
-        let Ok(mut child) = Command::new(kubectl)
+        let text = String::from_utf8_lossy(&self.0);
+        let (docs, _) = vapgen::manifest::parse_documents(&text, "cleanup");
+        let items: Vec<serde_json::Value> = docs
+            .into_iter()
+            .rev()
+            .map(|d| d.object)
+            .filter(|o| o["kind"] != "CustomResourceDefinition")
+            .collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        let Ok(mut child) = Command::new(&kubectl)
             .arg("--kubeconfig")
             .arg(kubeconfig_path())
             .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"])
@@ -200,9 +215,27 @@ impl Drop for Cleanup {
             return;
         };
         if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(&self.0);
+            let _ = stdin.write_all(list.to_string().as_bytes());
         }
         let _ = child.wait();
+        // The plugin still holds a deleted policy for a moment; a policy whose paramKind is
+        // missing (the --crds=false test) denies every cluster-scoped write meanwhile, its
+        // namespaceSelector notwithstanding — in CI the next test binary's first CRD write.
+        // Wait until a dry-run ClusterRole create is no longer refused that way.
+        let start = Instant::now();
+        while start.elapsed() < ENFORCEMENT_TIMEOUT {
+            let probe = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(kubeconfig_path())
+                .args(["create", "clusterrole", "vapgen-cleanup-probe"])
+                .args(["--verb=get", "--resource=configmaps", "--dry-run=server"])
+                .output();
+            match probe {
+                Ok(o) if !String::from_utf8_lossy(&o.stderr).contains(NOT_CONFIGURED) => break,
+                Err(_) => break,
+                Ok(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 }
 

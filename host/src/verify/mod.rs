@@ -468,6 +468,36 @@ impl Runner<'_> {
             "CustomResourceDefinition",
         );
         apply(&crd_api, crd).await?;
+        // A policy created before its paramKind is served can stay unconfigured for long
+        // (over 20 s seen on the test API server), failing every request its bindings match.
+        let name = snapshot::name_of(crd).to_string();
+        let start = Instant::now();
+        loop {
+            let established = crd_api
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|o| {
+                    o.data
+                        .pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .is_some_and(|c| {
+                            c.iter()
+                                .any(|c| c["type"] == "Established" && c["status"] == "True")
+                        })
+                });
+            if established {
+                break;
+            }
+            if start.elapsed() > self.cfg.enforce_timeout {
+                return Err(VerifyError::Cluster(format!(
+                    "the CRD {name} was not Established within {:?}",
+                    self.cfg.enforce_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let vap_api: Api<DynamicObject> = Api::all_with(self.client.clone(), &vap_resource());
         scope.push(
             vap_api.clone(),
@@ -688,7 +718,7 @@ impl Runner<'_> {
             "ValidatingAdmissionPolicyBinding",
         );
         apply(&vapb_api, binding).await?;
-        self.canary(test_id, scope).await?;
+        self.canary(test_id, &prepared[0], scope).await?;
         // Phase 3: denials first, then admissions.
         prepared.sort_by_key(|p| !p.violated);
         for p in &prepared {
@@ -707,7 +737,18 @@ impl Runner<'_> {
 
     /// Creates a canary policy and binding after the test's own, and waits until the canary
     /// request is denied: the API server has then seen the test's policy and binding.
-    async fn canary(&mut self, test_id: &str, scope: &mut Cleanup) -> Result<(), VerifyError> {
+    ///
+    /// `probe` is one of the test's cases: until the API server has resolved the test policy's
+    /// paramKind (a new CRD can take seconds to reach its admission plugin, 0.5-2 s measured
+    /// idle and over 5 s under load), it answers "failed to configure policy" for every request
+    /// that the policy and one of its bindings match, and the canary's own request is matched
+    /// by no binding of the test's policy.
+    async fn canary(
+        &mut self,
+        test_id: &str,
+        probe: &Prepared,
+        scope: &mut Cleanup,
+    ) -> Result<(), VerifyError> {
         let name = format!("vapgen-verify-canary-{test_id}");
         let policy = json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -740,22 +781,14 @@ impl Runner<'_> {
             &ar("", "v1", "ConfigMap", "configmaps"),
         );
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": self.namespace, "labels": {TEST_LABEL: test_id}}});
-        // The same request with the run's label too is one the test's policy matches: until
-        // the API server has resolved that policy's paramKind (a new CRD can take seconds to
-        // reach its admission plugin, 0.5-2 s measured idle and over 5 s under load), it
-        // answers "failed to configure policy" for every request the policy matches.
-        let mut matched = cm.clone();
-        matched["metadata"]["labels"][RUN_LABEL] = json!(self.run);
         let start = Instant::now();
         loop {
             let canary = dry_run(&cm_api, &cm).await.map_err(|e| kube_message(&e));
-            let matched_answer = dry_run(&cm_api, &matched)
-                .await
-                .map_err(|e| kube_message(&e));
-            let configured = match (&canary, matched_answer) {
+            let probed = send(probe).await.map_err(|e| kube_message(&e));
+            let configured = match (&canary, probed) {
                 (Err(m), _) if !m.contains("vapgen verify canary") => false,
                 (Ok(_), _) => false,
-                (_, Err(m)) => !m.contains("failed to configure policy"),
+                (_, Err(m)) => !is_plugin_lag(&m),
                 (_, Ok(_)) => true,
             };
             match canary {
