@@ -139,6 +139,32 @@ struct PlanArgs {
         requires = "from_cluster"
     )]
     selector: Option<String>,
+    /// Scope sync (`vapgen run`'s flag and default, Gatekeeper's): each VAP matches what
+    /// Gatekeeper's webhook matches, from the ValidatingWebhookConfiguration and the Config
+    /// found among the inputs (with --from-cluster: read from the cluster) and the exempt
+    /// namespaces. Without those objects and flags the VAPs have the default match rule.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    sync_vap_enforcement_scope: bool,
+    /// With scope sync: Gatekeeper's exempt namespace (repeatable; Gatekeeper's flag). Unlike
+    /// `vapgen run`, plan adds no namespaceSelector exemption (it has no namespace of its own).
+    #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
+    exempt_namespace: Vec<String>,
+    /// With scope sync: namespaces starting with this prefix are exempt (repeatable;
+    /// Gatekeeper's flag).
+    #[arg(long = "exempt-namespace-prefix", value_name = "PREFIX")]
+    exempt_namespace_prefix: Vec<String>,
+    /// With scope sync: namespaces ending with this suffix are exempt (repeatable;
+    /// Gatekeeper's flag).
+    #[arg(long = "exempt-namespace-suffix", value_name = "SUFFIX")]
+    exempt_namespace_suffix: Vec<String>,
+    /// With scope sync: the name of Gatekeeper's ValidatingWebhookConfiguration among the
+    /// inputs (Gatekeeper's flag); others are ignored.
+    #[arg(long, default_value = "gatekeeper-validating-webhook-configuration")]
+    validating_webhook_configuration_name: String,
+    /// With scope sync: the namespace of Gatekeeper's `Config` named `config` (a `Config`
+    /// read from a file without a namespace is taken too).
+    #[arg(long, default_value = "gatekeeper-system")]
+    gatekeeper_namespace: String,
     /// With --validate=server or --from-cluster: the kubeconfig (default: $KUBECONFIG,
     /// ~/.kube/config, or in-cluster).
     #[arg(long, value_name = "PATH")]
@@ -431,7 +457,7 @@ fn run(args: RunArgs) -> ExitCode {
                 .collect(),
             scope_sync: args.sync_vap_enforcement_scope.then(|| {
                 crate::controller::reconcile::ScopeSyncConfig {
-                    exempt_namespaces: gatekeeper_exempt_patterns(
+                    exempt_namespaces: crate::snapshot::exempt_patterns(
                         &args.exempt_namespace,
                         &args.exempt_namespace_prefix,
                         &args.exempt_namespace_suffix,
@@ -538,21 +564,6 @@ enum RunError {
     Runtime(#[source] std::io::Error),
 }
 
-/// Gatekeeper's exempt namespaces as the module's scope sync takes them: names as given,
-/// `prefix*` and `*suffix`.
-fn gatekeeper_exempt_patterns(
-    names: &[String],
-    prefixes: &[String],
-    suffixes: &[String],
-) -> Vec<String> {
-    names
-        .iter()
-        .cloned()
-        .chain(prefixes.iter().map(|p| format!("{p}*")))
-        .chain(suffixes.iter().map(|s| format!("*{s}")))
-        .collect()
-}
-
 async fn client(
     path: Option<&std::path::Path>,
     context: Option<&str>,
@@ -657,7 +668,23 @@ fn plan(args: &PlanArgs) -> ExitCode {
         (objects, errors.iter().map(ToString::to_string).collect())
     };
     let inputs = planner::classify(objects);
-    let report = planner::plan(&decider, &args.settings.settings(), &inputs);
+    let scope_sync = args
+        .sync_vap_enforcement_scope
+        .then(|| planner::ScopeSyncOptions {
+            webhook_configuration_name: args.validating_webhook_configuration_name.clone(),
+            config_namespace: args.gatekeeper_namespace.clone(),
+            exempt_namespaces: crate::snapshot::exempt_patterns(
+                &args.exempt_namespace,
+                &args.exempt_namespace_prefix,
+                &args.exempt_namespace_suffix,
+            ),
+        });
+    let report = planner::plan_with_scope_sync(
+        &decider,
+        &args.settings.settings(),
+        &inputs,
+        scope_sync.as_ref(),
+    );
     let is_binding =
         |o: &serde_json::Value| crate::snapshot::kind_of(o) == crate::render::VAPB_KIND;
     let objects: Vec<serde_json::Value> = report
@@ -738,7 +765,8 @@ fn plan(args: &PlanArgs) -> ExitCode {
     }
 }
 
-/// `plan --from-cluster`: the cluster's templates (matching `--selector`) and constraints.
+/// `plan --from-cluster`: the cluster's templates (matching `--selector`) and constraints,
+/// and with scope sync Gatekeeper's webhook configuration and `Config`.
 fn from_cluster(args: &PlanArgs) -> Result<Vec<manifest::SourcedObject>, RunError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -746,9 +774,21 @@ fn from_cluster(args: &PlanArgs) -> Result<Vec<manifest::SourcedObject>, RunErro
         .map_err(RunError::Runtime)?;
     rt.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-        crate::diff::read_cluster_inputs(&client, args.selector.as_deref())
+        let mut objects = crate::diff::read_cluster_inputs(&client, args.selector.as_deref())
             .await
-            .map_err(|source| RunError::ReadCluster { source })
+            .map_err(|source| RunError::ReadCluster { source })?;
+        if args.sync_vap_enforcement_scope {
+            objects.extend(
+                crate::diff::read_cluster_scope_objects(
+                    &client,
+                    &args.validating_webhook_configuration_name,
+                    &args.gatekeeper_namespace,
+                )
+                .await
+                .map_err(|source| RunError::ReadCluster { source })?,
+            );
+        }
+        Ok(objects)
     })
 }
 

@@ -94,6 +94,48 @@ pub async fn read_cluster_inputs(
     Ok(out)
 }
 
+/// `plan --from-cluster` with scope sync: Gatekeeper's ValidatingWebhookConfiguration
+/// `webhook_config` and its `Config` named `config` in `config_namespace`, those that exist
+/// (not found, or a Config kind not served: none, as `vapgen run` goes on without them).
+pub async fn read_cluster_scope_objects(
+    client: &kube::Client,
+    webhook_config: &str,
+    config_namespace: &str,
+) -> Result<Vec<SourcedObject>, kube::Error> {
+    use kube::api::{ApiResource, GroupVersionKind};
+    let mut out = Vec::new();
+    let vwc = api(
+        client,
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+    );
+    if let Some(o) = vwc.get_opt(webhook_config).await? {
+        out.push(SourcedObject {
+            object: clean(serde_json::to_value(&o).unwrap_or_default()),
+            origin: format!("cluster: ValidatingWebhookConfiguration {webhook_config}"),
+        });
+    }
+    let gvk = GroupVersionKind::gvk("config.gatekeeper.sh", "v1alpha1", "Config");
+    let configs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        config_namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "configs"),
+    );
+    match configs.get_opt("config").await {
+        Ok(Some(o)) => out.push(SourcedObject {
+            object: clean(serde_json::to_value(&o).unwrap_or_default()),
+            origin: format!("cluster: Config {config_namespace}/config"),
+        }),
+        Ok(None) => {}
+        // Gatekeeper's Config CRD is not installed.
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e),
+    }
+    Ok(out)
+}
+
 /// Compares each of `objects` (cluster-scoped, as `plan` renders them) with the cluster.
 pub async fn diff(client: &kube::Client, objects: &[Value]) -> Vec<ObjectDiff> {
     let mut out = Vec::new();

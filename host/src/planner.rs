@@ -119,8 +119,138 @@ pub struct PlanReport {
     pub kinds: Vec<KindReport>,
     /// Constraints whose kind has no template in the input.
     pub orphans: Vec<(String, String, String)>,
-    /// Objects that are neither templates nor constraints.
+    /// Objects that are neither templates nor constraints (nor scope sync's inputs).
     pub ignored: Vec<String>,
+    /// What scope sync took from the inputs, when it took anything (see
+    /// [`plan_with_scope_sync`]).
+    pub scope_sync: Option<ScopeSyncUse>,
+}
+
+/// Scope sync as `vapgen plan` takes it (`--sync-vap-enforcement-scope`, on by default as in
+/// `vapgen run`).
+#[derive(Clone, Debug, Default)]
+pub struct ScopeSyncOptions {
+    /// The name of Gatekeeper's ValidatingWebhookConfiguration
+    /// (`--validating-webhook-configuration-name`).
+    pub webhook_configuration_name: String,
+    /// The namespace of Gatekeeper's `Config` named `config` (`--gatekeeper-namespace`); a
+    /// `Config` without a namespace is taken too.
+    pub config_namespace: String,
+    /// Exempt namespace patterns ([`snapshot::exempt_patterns`]).
+    pub exempt_namespaces: Vec<String>,
+}
+
+/// What scope sync took from the inputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeSyncUse {
+    /// The name of the ValidatingWebhookConfiguration looked for.
+    pub webhook_configuration_name: String,
+    /// Where the ValidatingWebhookConfiguration was read from; `None`: not in the input.
+    pub webhook_configuration: Option<String>,
+    /// Whether it has Gatekeeper's webhook ([`snapshot::GATEKEEPER_WEBHOOK`]); without it the
+    /// VAPs have the default match rule, as `vapgen run` and Gatekeeper make them.
+    pub webhook: bool,
+    /// Where the `Config` was read from; `None`: not in the input.
+    pub config: Option<String>,
+    /// The namespaces the `Config` excludes for the webhook.
+    pub excluded_namespaces: Vec<String>,
+    /// The exempt namespace patterns.
+    pub exempt_namespaces: Vec<String>,
+}
+
+impl ScopeSyncUse {
+    /// One line for the summary.
+    pub fn text(&self) -> String {
+        let options_name = &self.webhook_configuration_name;
+        let webhook = match (&self.webhook_configuration, self.webhook) {
+            (Some(o), true) => format!(
+                "webhook {} of ValidatingWebhookConfiguration {options_name} ({o})",
+                snapshot::GATEKEEPER_WEBHOOK
+            ),
+            (Some(o), false) => format!(
+                "ValidatingWebhookConfiguration {options_name} ({o}) has no webhook {}: the default match rule",
+                snapshot::GATEKEEPER_WEBHOOK
+            ),
+            (None, _) => format!(
+                "no ValidatingWebhookConfiguration {options_name} in the input: the default match rule"
+            ),
+        };
+        let config = match &self.config {
+            Some(o) => format!(
+                "Config ({o}): {} excluded namespace(s) for the webhook",
+                self.excluded_namespaces.len()
+            ),
+            None => "no Config in the input".to_string(),
+        };
+        format!(
+            "scope sync: {webhook}; {config}; {} exempt namespace pattern(s)",
+            self.exempt_namespaces.len()
+        )
+    }
+}
+
+/// [`plan`] with scope sync: with `scope` given, the ValidatingWebhookConfiguration named
+/// `scope.webhook_configuration_name` and the `Config` named `config` (in
+/// `scope.config_namespace` or without a namespace) are taken from `inputs`' other objects
+/// and, with the exempt namespaces, turned into the module's scope-sync settings the way
+/// `vapgen run` turns the watched objects into them ([`snapshot::ScopeInputs`]). Without
+/// such objects the VAPs have the default match rule (as `vapgen run` and Gatekeeper make
+/// them while the webhook configuration is absent). `scope: None` is [`plan`] with
+/// `settings` as given.
+pub fn plan_with_scope_sync(
+    decider: &dyn Decide,
+    settings: &Settings,
+    inputs: &Inputs,
+    scope: Option<&ScopeSyncOptions>,
+) -> PlanReport {
+    let Some(opts) = scope else {
+        return plan(decider, settings, inputs);
+    };
+    let is_vwc = |o: &Value| {
+        snapshot::is_webhook_configuration(o)
+            && snapshot::name_of(o) == opts.webhook_configuration_name
+    };
+    let is_config = |o: &Value| {
+        let ns = o
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        snapshot::is_gatekeeper_config(o)
+            && snapshot::name_of(o) == "config"
+            && (ns.is_empty() || ns == opts.config_namespace)
+    };
+    let vwc_at = inputs.ignored.iter().position(|o| is_vwc(&o.object));
+    let config_at = inputs.ignored.iter().position(|o| is_config(&o.object));
+    let vwc = vwc_at.map(|i| &inputs.ignored[i]);
+    let config = config_at.map(|i| &inputs.ignored[i]);
+    let scope_inputs =
+        snapshot::ScopeInputs::from_objects(vwc.map(|o| &o.object), config.map(|o| &o.object));
+    let used = ScopeSyncUse {
+        webhook_configuration_name: opts.webhook_configuration_name.clone(),
+        webhook_configuration: vwc.map(|o| o.origin.clone()),
+        webhook: scope_inputs.webhook.is_some(),
+        config: config.map(|o| o.origin.clone()),
+        excluded_namespaces: scope_inputs.excluded_namespaces.clone(),
+        exempt_namespaces: opts.exempt_namespaces.clone(),
+    };
+    let mut settings = settings.clone();
+    settings.scope_sync = Some(scope_inputs.into_scope_sync(opts.exempt_namespaces.clone()));
+    let rest = Inputs {
+        templates: inputs.templates.clone(),
+        constraints: inputs.constraints.clone(),
+        ignored: inputs
+            .ignored
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != vwc_at && Some(*i) != config_at)
+            .map(|(_, o)| o.clone())
+            .collect(),
+    };
+    let mut report = plan(decider, &settings, &rest);
+    if vwc.is_some() || config.is_some() || !opts.exempt_namespaces.is_empty() {
+        report.scope_sync = Some(used);
+    }
+    report
 }
 
 /// Plans every template of `inputs` with its constraints.
@@ -474,7 +604,7 @@ impl PlanReport {
             .iter()
             .map(|e| json!({"subject": e.subject, "origin": e.origin, "message": e.message}))
             .collect();
-        json!({
+        let mut doc = json!({
             "templates": templates,
             "ignored": self.ignored,
             "counts": {
@@ -485,7 +615,17 @@ impl PlanReport {
                 "errors": errors.len(),
             },
             "errors": errors,
-        })
+        });
+        if let Some(u) = &self.scope_sync {
+            doc["scopeSync"] = json!({
+                "webhookConfiguration": u.webhook_configuration,
+                "webhook": u.webhook,
+                "config": u.config,
+                "excludedNamespaces": u.excluded_namespaces,
+                "exemptNamespaces": u.exempt_namespaces,
+            });
+        }
+        doc
     }
 
     /// A readable summary, one line per template and constraint.
@@ -559,6 +699,9 @@ impl PlanReport {
         }
         for i in &self.ignored {
             let _ = writeln!(s, "ignored {i}: not a ConstraintTemplate or constraint");
+        }
+        if let Some(u) = &self.scope_sync {
+            let _ = writeln!(s, "{}", u.text());
         }
         let policies = self.kinds.iter().filter(|k| k.policy.is_some()).count();
         let bindings: usize = self

@@ -5,7 +5,7 @@
 //! report it on the constraint instead of the host guessing.
 
 use serde_json::Value;
-use vapgen_guest::model::{Constraint, ScopedAction};
+use vapgen_guest::model::{Constraint, ScopeSync, ScopedAction};
 
 /// API group of ConstraintTemplates.
 pub const TEMPLATE_GROUP: &str = "templates.gatekeeper.sh";
@@ -46,6 +46,103 @@ pub fn template_kind(template: &Value) -> Option<&str> {
         .pointer("/spec/crd/spec/names/kind")
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
+}
+
+/// The name of Gatekeeper's validating webhook inside its ValidatingWebhookConfiguration.
+pub const GATEKEEPER_WEBHOOK: &str = "validation.gatekeeper.sh";
+
+/// Whether the object is a ValidatingWebhookConfiguration (an input of scope sync).
+pub fn is_webhook_configuration(obj: &Value) -> bool {
+    group_of(obj) == "admissionregistration.k8s.io"
+        && kind_of(obj) == "ValidatingWebhookConfiguration"
+}
+
+/// Whether the object is a Gatekeeper `Config` (`config.gatekeeper.sh`, an input of scope sync).
+pub fn is_gatekeeper_config(obj: &Value) -> bool {
+    group_of(obj) == "config.gatekeeper.sh" && kind_of(obj) == "Config"
+}
+
+/// What scope sync takes from Gatekeeper's objects (Gatekeeper's
+/// `--sync-vap-enforcement-scope`): `vapgen run` from its watches, `vapgen plan` from its
+/// inputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeInputs {
+    /// The [`GATEKEEPER_WEBHOOK`] entry of the webhook configuration, as JSON; `None` while
+    /// there is none (the VAP then has the default match rule, as Gatekeeper's does).
+    pub webhook: Option<String>,
+    /// The namespaces the `Config` excludes for the `webhook` process (entries of
+    /// `spec.match` whose `processes` hold `webhook` or `*`), in order, without repeats.
+    pub excluded_namespaces: Vec<String>,
+}
+
+impl ScopeInputs {
+    /// Scope inputs from Gatekeeper's objects: the webhook configurations and `Config`s
+    /// given (in practice at most one of each).
+    pub fn from_objects<'a>(
+        webhook_configs: impl IntoIterator<Item = &'a Value>,
+        configs: impl IntoIterator<Item = &'a Value>,
+    ) -> Self {
+        let webhook = webhook_configs
+            .into_iter()
+            .filter_map(|c| c.get("webhooks")?.as_array())
+            .flatten()
+            .find(|w| w.get("name").and_then(Value::as_str) == Some(GATEKEEPER_WEBHOOK))
+            .map(|w| w.to_string());
+        let mut excluded_namespaces: Vec<String> = Vec::new();
+        for entry in configs
+            .into_iter()
+            .filter_map(|c| c.pointer("/spec/match")?.as_array())
+            .flatten()
+        {
+            let for_webhook = entry
+                .get("processes")
+                .and_then(Value::as_array)
+                .is_some_and(|p| {
+                    p.iter()
+                        .any(|p| matches!(p.as_str(), Some("webhook") | Some("*")))
+                });
+            if !for_webhook {
+                continue;
+            }
+            for ns in entry
+                .get("excludedNamespaces")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !excluded_namespaces.iter().any(|e| e == ns) {
+                    excluded_namespaces.push(ns.to_string());
+                }
+            }
+        }
+        ScopeInputs {
+            webhook,
+            excluded_namespaces,
+        }
+    }
+
+    /// The module's scope-sync settings: these inputs and the exempt namespace patterns
+    /// (see [`exempt_patterns`]).
+    pub fn into_scope_sync(self, exempt_namespaces: Vec<String>) -> ScopeSync {
+        ScopeSync {
+            webhook: self.webhook,
+            excluded_namespaces: self.excluded_namespaces,
+            exempt_namespaces,
+        }
+    }
+}
+
+/// Gatekeeper's exempt namespaces as the module's scope sync takes them (Gatekeeper's
+/// `--exempt-namespace`, `--exempt-namespace-prefix`, `--exempt-namespace-suffix`): names as
+/// given, `prefix*` and `*suffix`.
+pub fn exempt_patterns(names: &[String], prefixes: &[String], suffixes: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .cloned()
+        .chain(prefixes.iter().map(|p| format!("{p}*")))
+        .chain(suffixes.iter().map(|s| format!("*{s}")))
+        .collect()
 }
 
 /// Extracts the decision inputs from a constraint object.
@@ -237,6 +334,41 @@ mod tests {
         assert!(c.malformed[0].contains("enforcementAction must be a string"));
         assert!(c.malformed[1].contains("must be a list"));
         assert!(c.malformed[2].contains("labelSelector must be an object"));
+    }
+
+    #[test]
+    fn scope_inputs_take_gatekeepers_webhook_and_the_webhook_processes_exclusions() {
+        let vwc = json!({"webhooks": [
+            {"name": "check-ignore-label.gatekeeper.sh", "rules": []},
+            {"name": "validation.gatekeeper.sh", "rules": [{"operations": ["CREATE"]}],
+             "matchPolicy": "Exact"}
+        ]});
+        let config = json!({"spec": {"match": [
+            {"excludedNamespaces": ["kube-*", "a"], "processes": ["*"]},
+            {"excludedNamespaces": ["audit-only"], "processes": ["audit"]},
+            {"excludedNamespaces": ["a", "b"], "processes": ["webhook", "sync"]},
+            {"excludedNamespaces": ["no-processes"]}
+        ]}});
+        let s = ScopeInputs::from_objects([&vwc], [&config]);
+        assert_eq!(
+            s.webhook.as_deref(),
+            Some(
+                r#"{"name":"validation.gatekeeper.sh","rules":[{"operations":["CREATE"]}],"matchPolicy":"Exact"}"#
+            )
+        );
+        assert_eq!(s.excluded_namespaces, ["kube-*", "a", "b"]);
+        assert_eq!(ScopeInputs::from_objects([], []), ScopeInputs::default());
+        let other = json!({"webhooks": [{"name": "other"}]});
+        assert_eq!(ScopeInputs::from_objects([&other], []).webhook, None);
+    }
+
+    #[test]
+    fn exempt_patterns_are_names_prefixes_and_suffixes() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            exempt_patterns(&v(&["a"]), &v(&["kube-"]), &v(&["-system"])),
+            ["a", "kube-*", "*-system"]
+        );
     }
 
     #[test]

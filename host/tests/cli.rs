@@ -311,3 +311,221 @@ fn plan_splits_the_output_for_a_two_step_apply() {
     );
     assert_eq!(format!("{first}{second}"), all);
 }
+
+/// Gatekeeper's objects that scope sync reads, as a ValidatingWebhookConfiguration and a
+/// Config in one YAML stream (`name`: the webhook configuration's name).
+fn scope_objects(name: &str) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: {name}
+webhooks:
+- name: check-ignore-label.gatekeeper.sh
+  rules:
+  - apiGroups: [""]
+    apiVersions: ["*"]
+    operations: ["CREATE", "UPDATE"]
+    resources: ["namespaces"]
+- name: validation.gatekeeper.sh
+  matchPolicy: Exact
+  namespaceSelector:
+    matchExpressions:
+    - key: admission.gatekeeper.sh/ignore
+      operator: DoesNotExist
+  rules:
+  - apiGroups: ["apps"]
+    apiVersions: ["v1"]
+    operations: ["CREATE"]
+    resources: ["deployments"]
+    scope: Namespaced
+---
+apiVersion: config.gatekeeper.sh/v1alpha1
+kind: Config
+metadata:
+  name: config
+  namespace: gatekeeper-system
+spec:
+  match:
+  - excludedNamespaces: ["kube-*"]
+    processes: ["webhook"]
+  - excludedNamespaces: ["audit-only"]
+    processes: ["audit"]
+"#
+    )
+}
+
+/// The policy of a `plan -o json` run.
+fn policy_of(out: &str) -> serde_json::Value {
+    let list: serde_json::Value = serde_json::from_str(out).expect("stdout is JSON");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .cloned()
+        .expect("a policy")
+}
+
+/// Scope sync in `plan` (on by default, as in `vapgen run`): the webhook configuration and
+/// the Config among the `-f` inputs and the exempt-namespace flags shape the VAP as
+/// Gatekeeper's `TemplateToPolicyDefinitionWithWebhookConfig` does, and the summary says so
+/// and from which objects.
+#[test]
+fn plan_syncs_the_vap_scope_from_the_webhook_configuration_config_and_flags() {
+    let dir = scratch("scope-sync");
+    std::fs::write(
+        dir.join("gatekeeper.yaml"),
+        scope_objects("gatekeeper-validating-webhook-configuration"),
+    )
+    .expect("write");
+    let gk = dir.join("gatekeeper.yaml");
+    let gk = gk.to_str().unwrap();
+    let (code, out, err) = vapgen(
+        &[
+            "plan",
+            "-f",
+            &format!("requiredlabels,{gk}"),
+            "-o",
+            "json",
+            "--exempt-namespace=team-a",
+            "--exempt-namespace-prefix=sys-",
+            "--exempt-namespace-suffix=-tmp",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let vap = policy_of(&out);
+    let mc = &vap["spec"]["matchConstraints"];
+    assert_eq!(mc["matchPolicy"], "Exact", "{mc}");
+    assert_eq!(
+        mc["namespaceSelector"]["matchExpressions"][0]["key"], "admission.gatekeeper.sh/ignore",
+        "{mc}"
+    );
+    assert_eq!(
+        mc["resourceRules"],
+        serde_json::json!([{"apiGroups": ["apps"], "apiVersions": ["v1"],
+            "operations": ["CREATE"], "resources": ["deployments"], "scope": "Namespaced"}])
+    );
+    let conditions = vap["spec"]["matchConditions"].to_string();
+    assert!(
+        conditions.contains("gatekeeper_internal_match_global_excluded_namespaces"),
+        "{conditions}"
+    );
+    assert!(conditions.contains("kube-*"), "{conditions}");
+    assert!(!conditions.contains("audit-only"), "{conditions}");
+    for p in ["team-a", "sys-*", "*-tmp"] {
+        assert!(conditions.contains(p), "{p}: {conditions}");
+    }
+    assert!(err.contains("scope sync: webhook validation.gatekeeper.sh of ValidatingWebhookConfiguration gatekeeper-validating-webhook-configuration"), "{err}");
+    assert!(err.contains("Config ("), "{err}");
+    assert!(err.contains("1 excluded namespace(s)"), "{err}");
+    assert!(err.contains("3 exempt namespace pattern(s)"), "{err}");
+    assert!(
+        !err.contains("ignored"),
+        "scope sync's inputs are not ignored: {err}"
+    );
+
+    // JSON summary: which objects, and what was taken from them.
+    let (code, _, err) = vapgen(
+        &[
+            "plan",
+            "-f",
+            &format!("requiredlabels,{gk}"),
+            "--summary=json",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&err).expect("stderr is JSON");
+    let s = &summary["scopeSync"];
+    assert_eq!(s["webhook"], true, "{summary}");
+    assert!(
+        s["webhookConfiguration"]
+            .as_str()
+            .is_some_and(|o| o.contains("gatekeeper.yaml")),
+        "{s}"
+    );
+    assert_eq!(s["excludedNamespaces"], serde_json::json!(["kube-*"]));
+    assert_eq!(s["exemptNamespaces"], serde_json::json!([]));
+
+    // `--sync-vap-enforcement-scope=false`: Gatekeeper's objects are ignored, the default rule.
+    let (code, out, err) = vapgen(
+        &[
+            "plan",
+            "-f",
+            &format!("requiredlabels,{gk}"),
+            "-o",
+            "json",
+            "--sync-vap-enforcement-scope=false",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, plain, _) = vapgen(&["plan", "-f", "requiredlabels", "-o", "json"], "");
+    assert_eq!(policy_of(&out), policy_of(&plain));
+    assert!(!err.contains("scope sync"), "{err}");
+    assert!(err.contains("ignored"), "{err}");
+
+    // A webhook configuration of another name is not Gatekeeper's: the default rule, and
+    // the summary says none was found.
+    std::fs::write(dir.join("other.yaml"), scope_objects("someone-else")).expect("write");
+    let other = dir.join("other.yaml");
+    let (code, out, err) = vapgen(
+        &[
+            "plan",
+            "-f",
+            &format!("requiredlabels,{}", other.display()),
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let vap = policy_of(&out);
+    assert_eq!(
+        vap["spec"]["matchConstraints"],
+        policy_of(&plain)["spec"]["matchConstraints"]
+    );
+    assert!(err.contains("no ValidatingWebhookConfiguration gatekeeper-validating-webhook-configuration in the input: the default match rule"), "{err}");
+    // … unless it is named so.
+    let (code, out, err) = vapgen(
+        &[
+            "plan",
+            "-f",
+            &format!("requiredlabels,{}", other.display()),
+            "-o",
+            "json",
+            "--validating-webhook-configuration-name=someone-else",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        policy_of(&out)["spec"]["matchConstraints"]["matchPolicy"],
+        "Exact"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Without Gatekeeper's objects or exempt namespaces, scope sync changes nothing: the output
+/// and the summary are those of `--sync-vap-enforcement-scope=false` (the controller, too,
+/// makes the default match rule while the webhook configuration is absent).
+#[test]
+fn plan_without_scope_inputs_is_unchanged() {
+    let (code, on, err_on) = vapgen(&["plan", "-f", "requiredlabels"], "");
+    assert_eq!(code, 0, "{err_on}");
+    let (code, off, err_off) = vapgen(
+        &[
+            "plan",
+            "-f",
+            "requiredlabels",
+            "--sync-vap-enforcement-scope=false",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err_off}");
+    assert_eq!(on, off);
+    assert_eq!(err_on, err_off);
+    assert!(!err_on.contains("scope sync"), "{err_on}");
+}

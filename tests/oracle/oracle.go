@@ -5,7 +5,14 @@
 // Input (stdin): JSON lines, one case per line:
 //
 //	{"id": "...", "settings": {"vapForTemplates": true, "vapbForConstraints": true,
-//	 "failurePolicy": "Fail"}, "template": {...}, "constraints": [{...}, ...], "crd": false}
+//	 "failurePolicy": "Fail"}, "template": {...}, "constraints": [{...}, ...], "crd": false,
+//	 "scope": {"webhookConfiguration": {...}, "config": {...},
+//	           "exempt": {"names": [...], "prefixes": [...], "suffixes": [...]}}}
+//
+// "scope" (optional) turns scope sync on (Gatekeeper's --sync-vap-enforcement-scope): the
+// VAP is made by transform.TemplateToPolicyDefinitionWithWebhookConfig with what Gatekeeper's
+// controllers take from Gatekeeper's ValidatingWebhookConfiguration (absent: not found, the
+// default match rule), its Config (absent: no exclusions) and the exempt-namespace flags.
 //
 // Output (stdout): one JSON line per case, in input order:
 //
@@ -21,7 +28,9 @@
 //   - "ingestError": the client's AddTemplate fails (the CEL or Rego driver refuses the code);
 //   - "error" / "notApplicable" / "skip" / "generate": constraint.ShouldGenerateVAP (its
 //     ErrCELEngineMissing is "notApplicable");
-//   - "transformError" / "generated": transform.TemplateToPolicyDefinition (scope sync off).
+//   - "transformError" / "generated": transform.TemplateToPolicyDefinition (scope sync off) or
+//     transform.TemplateToPolicyDefinitionWithWebhookConfig (on); an ErrOperationMismatch
+//     with a VAP is "generated", as the template controller goes on with it.
 //
 // C: "noCRD" (the template was refused: no constraint CRD exists), "refused" (the webhook's
 // validateConstraint: the client's ValidateConstraint, i.e. the CRD schema, the name and the
@@ -32,7 +41,9 @@
 // Called as Gatekeeper's exported code: the frameworks client (constraintclient.NewClient with
 // Gatekeeper's K8sValidationTarget, the k8scel driver and the Rego driver, in main.go's order),
 // CreateCRD, AddTemplate, ValidateConstraint, constraint.ShouldGenerateVAP,
-// transform.TemplateToPolicyDefinition, transform.ConstraintToBinding, util.GetEnforcementAction,
+// transform.TemplateToPolicyDefinition, transform.TemplateToPolicyDefinitionWithWebhookConfig,
+// process.New / Excluder.Add / GetExcludedNamespaces (the Config's exclusions for the
+// webhook process), transform.ConstraintToBinding, util.GetEnforcementAction,
 // util.ValidateEnforcementAction, util.ScopedActionForEP, controllerutil.SetControllerReference;
 // Gatekeeper's own flags (set with flag.Set per case).
 //
@@ -41,7 +52,12 @@
 //   - the v1beta1 → v1 converters of the VAP and the binding (v1beta1ToV1 in the template and
 //     constraint controllers, written by hand upstream because of kubernetes/kubernetes#126582);
 //   - the order of the steps of the template and constraint reconcilers and of the webhook
-//     (validateTemplate, validateConstraint), and the `*`-operations check of validateTemplate.
+//     (validateTemplate, validateConstraint), and the `*`-operations check of validateTemplate;
+//   - with scope sync: the webhookconfig controller's pick of the `validation.gatekeeper.sh`
+//     webhook into a WebhookMatchingConfig, the template controller's handling of
+//     ErrOperationMismatch (transformTemplateToVAP, manageVAP), and
+//     webhook.GetAllExemptedNamespacesWithWildcard (exported, but over package flags that can
+//     only grow, so it cannot be set per case: names, `prefix*`, `*suffix`, sorted).
 package main
 
 import (
@@ -53,6 +69,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 
 	"github.com/open-policy-agent/frameworks/constraint/pkg/apis"
@@ -60,7 +77,10 @@ import (
 	constraintclient "github.com/open-policy-agent/frameworks/constraint/pkg/client"
 	"github.com/open-policy-agent/frameworks/constraint/pkg/client/drivers/rego"
 	"github.com/open-policy-agent/frameworks/constraint/pkg/core/templates"
+	configv1alpha1 "github.com/open-policy-agent/gatekeeper/v3/apis/config/v1alpha1"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/controller/config/process"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/controller/constraint"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/controller/webhookconfig/webhookconfigcache"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/drivers/k8scel"
 	celSchema "github.com/open-policy-agent/gatekeeper/v3/pkg/drivers/k8scel/schema"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/drivers/k8scel/transform"
@@ -89,6 +109,70 @@ type input struct {
 	Template    json.RawMessage   `json:"template"`
 	Constraints []json.RawMessage `json:"constraints"`
 	CRD         bool              `json:"crd"`
+	Scope       *scopeInput       `json:"scope,omitempty"`
+}
+
+// scopeInput: scope sync's inputs (see the package doc).
+type scopeInput struct {
+	WebhookConfiguration *admissionregistrationv1.ValidatingWebhookConfiguration `json:"webhookConfiguration,omitempty"`
+	Config               *configv1alpha1.Config                                  `json:"config,omitempty"`
+	Exempt               struct {
+		Names    []string `json:"names"`
+		Prefixes []string `json:"prefixes"`
+		Suffixes []string `json:"suffixes"`
+	} `json:"exempt"`
+}
+
+// webhookMatchingConfig is re-stated from the webhookconfig controller's Reconcile: the
+// `validation.gatekeeper.sh` webhook's matching fields; nil without it.
+func (s *scopeInput) webhookMatchingConfig() *webhookconfigcache.WebhookMatchingConfig {
+	if s.WebhookConfiguration == nil {
+		return nil
+	}
+	for i := range s.WebhookConfiguration.Webhooks {
+		w := &s.WebhookConfiguration.Webhooks[i]
+		if w.Name == "validation.gatekeeper.sh" {
+			return &webhookconfigcache.WebhookMatchingConfig{
+				NamespaceSelector: w.NamespaceSelector,
+				ObjectSelector:    w.ObjectSelector,
+				Rules:             w.Rules,
+				MatchPolicy:       w.MatchPolicy,
+				MatchConditions:   w.MatchConditions,
+			}
+		}
+	}
+	return nil
+}
+
+// excluded: the Config's exclusions for the webhook process, through Gatekeeper's excluder.
+func (s *scopeInput) excluded() []string {
+	if s.Config == nil {
+		return nil
+	}
+	ex := process.New()
+	ex.Add(s.Config.Spec.Match)
+	return ex.GetExcludedNamespaces(process.Webhook)
+}
+
+// exempted is re-stated from webhook.GetAllExemptedNamespacesWithWildcard (its inputs are
+// sets: duplicates go).
+func (s *scopeInput) exempted() []string {
+	set := map[string]bool{}
+	for _, n := range s.Exempt.Names {
+		set[n] = true
+	}
+	for _, p := range s.Exempt.Prefixes {
+		set[p+"*"] = true
+	}
+	for _, x := range s.Exempt.Suffixes {
+		set["*"+x] = true
+	}
+	var out []string
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 type templateOut struct {
@@ -228,7 +312,7 @@ func (o *oracle) run(ctx context.Context, in *input) (out output) {
 	case !generate:
 		out.Template = templateOut{Stage: "skip"}
 	default:
-		out.Template = o.transformTemplate(ct)
+		out.Template = o.transformTemplate(ct, in.Scope)
 	}
 	for _, raw := range in.Constraints {
 		out.Constraints = append(out.Constraints, o.constraint(raw, decisionErr == nil && generate))
@@ -253,8 +337,18 @@ func nameOf(raw json.RawMessage) string {
 	return m.Metadata.Name
 }
 
-func (o *oracle) transformTemplate(ct *templates.ConstraintTemplate) templateOut {
-	vapBeta, err := transform.TemplateToPolicyDefinition(ct)
+func (o *oracle) transformTemplate(ct *templates.ConstraintTemplate, scope *scopeInput) templateOut {
+	var vapBeta *admissionregistrationv1beta1.ValidatingAdmissionPolicy
+	var err error
+	if scope == nil {
+		vapBeta, err = transform.TemplateToPolicyDefinition(ct)
+	} else {
+		vapBeta, err = transform.TemplateToPolicyDefinitionWithWebhookConfig(ct, scope.webhookMatchingConfig(), scope.excluded(), scope.exempted())
+		// The template controller goes on with the VAP on an operations mismatch (re-stated).
+		if err != nil && vapBeta != nil && errors.Is(err, transform.ErrOperationMismatch) {
+			err = nil
+		}
+	}
 	if err != nil {
 		return templateOut{Stage: "transformError", Error: err.Error()}
 	}

@@ -14,7 +14,14 @@
 //!
 //! Needs no API server, only the oracle: `VAPGEN_ORACLE`, else `tests/oracle/build` (cached by
 //! content hash). Under `CI=true` a missing oracle fails; outside CI the test skips loudly.
-//! Scope sync is off in every case (`plan` has no scope-sync inputs yet; issue #13 item 4).
+//!
+//! Scope sync (issue #13 item 4): a share of the generated cases ([`SCOPE_PCT`]) has scope
+//! sync on, with a random ValidatingWebhookConfiguration (rules with apiGroups, apiVersions,
+//! resources, operations and scope; namespaceSelector, objectSelector, matchPolicy, match
+//! conditions), a Config with exclusions per process, exempt namespaces, and template
+//! operations. vapgen takes them as `vapgen plan` does (the objects among the inputs,
+//! [`planner::plan_with_scope_sync`]); the oracle calls Gatekeeper's
+//! `TemplateToPolicyDefinitionWithWebhookConfig`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -82,7 +89,25 @@ struct Case {
     constraints: Vec<Value>,
     /// Also compare the constraint CRD's schema.
     crd: bool,
+    /// Scope sync on, with these inputs.
+    scope: Option<ScopeCase>,
 }
+
+/// Scope sync's inputs of a case: Gatekeeper's objects (absent: not in the cluster) and the
+/// exempt-namespace flags.
+#[derive(Clone, Debug, Default)]
+struct ScopeCase {
+    webhook_configuration: Option<Value>,
+    config: Option<Value>,
+    names: Vec<String>,
+    prefixes: Vec<String>,
+    suffixes: Vec<String>,
+}
+
+/// The share of generated cases with scope sync on, in percent.
+const SCOPE_PCT: u64 = 30;
+const WEBHOOK_CONFIGURATION: &str = "gatekeeper-validating-webhook-configuration";
+const GATEKEEPER_NAMESPACE: &str = "gatekeeper-system";
 
 /// The flag combination `combo` (0..8): bit 0 templates, bit 1 bindings, bit 2 Ignore.
 fn settings_for(combo: usize) -> Settings {
@@ -515,6 +540,121 @@ fn gen_constraint(rng: &mut Rng, kind: &str) -> Value {
     c
 }
 
+fn gen_rule(rng: &mut Rng) -> Value {
+    let mut r = Map::new();
+    let groups: &[&[&str]] = &[&["*"], &["*"], &[""], &["apps"], &["", "apps"]];
+    let versions: &[&[&str]] = &[&["*"], &["*"], &["v1"], &["v1", "v1beta1"]];
+    let resources: &[&[&str]] = &[&["*"], &["*"], &["pods"], &["deployments", "pods/status"]];
+    r.insert("apiGroups".into(), json!(rng.pick(groups)));
+    r.insert("apiVersions".into(), json!(rng.pick(versions)));
+    if !rng.pct(5) {
+        let ops: Vec<&str> = if rng.pct(30) {
+            vec!["*"]
+        } else {
+            let set: BTreeSet<usize> = (0..rng.range(1, 3)).map(|_| rng.below(4)).collect();
+            set.into_iter().map(|i| OPERATIONS[i]).collect()
+        };
+        r.insert("operations".into(), json!(ops));
+    }
+    r.insert("resources".into(), json!(rng.pick(resources)));
+    if !rng.pct(20) {
+        r.insert(
+            "scope".into(),
+            json!(rng.pick(&["*", "Namespaced", "Cluster"])),
+        );
+    }
+    Value::Object(r)
+}
+
+fn gen_webhook_configuration(rng: &mut Rng) -> Value {
+    let mut webhooks = Vec::new();
+    if rng.pct(50) {
+        webhooks.push(json!({"name": "check-ignore-label.gatekeeper.sh",
+            "rules": [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                       "resources": ["namespaces"]}]}));
+    }
+    if !rng.pct(8) {
+        let mut w = Map::new();
+        w.insert("name".into(), json!("validation.gatekeeper.sh"));
+        let rules: Vec<Value> = (0..rng.range(1, 3)).map(|_| gen_rule(rng)).collect();
+        w.insert("rules".into(), json!(rules));
+        if rng.pct(60) {
+            w.insert("namespaceSelector".into(), gen_selector(rng));
+        }
+        if rng.pct(30) {
+            w.insert("objectSelector".into(), gen_selector(rng));
+        }
+        if rng.pct(60) {
+            w.insert(
+                "matchPolicy".into(),
+                json!(rng.pick(&["Exact", "Equivalent"])),
+            );
+        }
+        if rng.pct(20) {
+            w.insert(
+                "matchConditions".into(),
+                json!([{"name": "not-leases", "expression": "request.resource.resource != 'leases'"}]),
+            );
+        }
+        w.insert("sideEffects".into(), json!("None"));
+        w.insert("admissionReviewVersions".into(), json!(["v1"]));
+        webhooks.push(Value::Object(w));
+    }
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIGURATION},
+        "webhooks": webhooks,
+    })
+}
+
+fn gen_config(rng: &mut Rng) -> Value {
+    const PROCESSES: &[&str] = &["*", "webhook", "audit", "sync", "mutation-webhook"];
+    let entries: Vec<Value> = (0..rng.range(1, 3))
+        .map(|_| {
+            let ns: Vec<&str> = (0..rng.range(1, 3)).map(|_| *rng.pick(GLOBS)).collect();
+            let procs: BTreeSet<&str> =
+                (0..rng.range(0, 2)).map(|_| *rng.pick(PROCESSES)).collect();
+            json!({"excludedNamespaces": ns, "processes": procs})
+        })
+        .collect();
+    json!({
+        "apiVersion": "config.gatekeeper.sh/v1alpha1",
+        "kind": "Config",
+        "metadata": {"name": "config", "namespace": GATEKEEPER_NAMESPACE},
+        "spec": {"match": entries},
+    })
+}
+
+/// Scope sync's inputs for a case; also gives the template operations now and then (scope
+/// sync intersects them with each rule's).
+fn gen_scope(rng: &mut Rng, template: &mut Value) -> ScopeCase {
+    const NAMES: &[&str] = &["kube-system", "team-a", "prod", "gatekeeper-system"];
+    let names = |rng: &mut Rng| -> Vec<String> {
+        (0..if rng.pct(60) { 0 } else { rng.range(1, 2) })
+            .map(|_| rng.pick(NAMES).to_string())
+            .collect()
+    };
+    let case = ScopeCase {
+        webhook_configuration: (!rng.pct(15)).then(|| gen_webhook_configuration(rng)),
+        config: rng.pct(50).then(|| gen_config(rng)),
+        names: names(rng),
+        prefixes: names(rng).into_iter().map(|n| format!("{n}-")).collect(),
+        suffixes: names(rng).into_iter().map(|n| format!("-{n}")).collect(),
+    };
+    if rng.pct(40)
+        && let Some(t) = template
+            .pointer_mut("/spec/targets/0")
+            .and_then(Value::as_object_mut)
+    {
+        let ops: BTreeSet<&str> = (0..rng.range(1, 3))
+            .map(|_| *rng.pick(OPERATIONS))
+            .collect();
+        t.insert("operations".into(), json!(ops));
+    }
+    case
+}
+
 /// Generated case `i` of `seed`: its own RNG stream, so one case replays alone.
 fn generated(seed: u64, i: usize) -> Case {
     let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0xd134_2543_de82_ef95));
@@ -530,12 +670,17 @@ fn generated(seed: u64, i: usize) -> Case {
     // Constraint names are unique within a kind.
     let mut seen = BTreeSet::new();
     constraints.retain(|c| seen.insert(c["metadata"]["name"].as_str().unwrap_or("").to_string()));
+    let mut template = template;
+    let scope = rng
+        .pct(SCOPE_PCT)
+        .then(|| gen_scope(&mut rng, &mut template));
     Case {
         id: format!("gen:{i}"),
         settings,
         template,
         constraints,
         crd: i.is_multiple_of(25),
+        scope,
     }
 }
 
@@ -586,6 +731,7 @@ fn corpus_cases() -> Vec<Case> {
                     template: t.object.clone(),
                     constraints: constraints.clone(),
                     crd: true,
+                    scope: None,
                 });
             }
         }
@@ -596,7 +742,7 @@ fn corpus_cases() -> Vec<Case> {
 // === the two sides ===
 
 fn oracle_input(c: &Case, idx: usize) -> Value {
-    json!({
+    let mut input = json!({
         "id": idx.to_string(),
         "settings": {
             "vapForTemplates": c.settings.default_create_vap_for_templates,
@@ -606,7 +752,20 @@ fn oracle_input(c: &Case, idx: usize) -> Value {
         "template": c.template,
         "constraints": c.constraints,
         "crd": c.crd,
-    })
+    });
+    if let Some(s) = &c.scope {
+        let mut scope = json!({"exempt": {
+            "names": s.names, "prefixes": s.prefixes, "suffixes": s.suffixes,
+        }});
+        if let Some(w) = &s.webhook_configuration {
+            scope["webhookConfiguration"] = w.clone();
+        }
+        if let Some(cfg) = &s.config {
+            scope["config"] = cfg.clone();
+        }
+        input["scope"] = scope;
+    }
+    input
 }
 
 /// Oracle processes run at once (CI has 2 cores).
@@ -691,8 +850,25 @@ fn vapgen_side(decider: &Decider, c: &Case) -> VapgenSide {
                 origin: format!("constraint#{i}"),
             }),
     );
+    let scope = c.scope.as_ref().map(|s| {
+        for o in s.webhook_configuration.iter().chain(&s.config) {
+            objects.push(SourcedObject {
+                object: o.clone(),
+                origin: "scope".into(),
+            });
+        }
+        planner::ScopeSyncOptions {
+            webhook_configuration_name: WEBHOOK_CONFIGURATION.into(),
+            config_namespace: GATEKEEPER_NAMESPACE.into(),
+            exempt_namespaces: vapgen::snapshot::exempt_patterns(
+                &s.names,
+                &s.prefixes,
+                &s.suffixes,
+            ),
+        }
+    });
     let inputs = planner::classify(objects);
-    let mut report = planner::plan(decider, &c.settings, &inputs);
+    let mut report = planner::plan_with_scope_sync(decider, &c.settings, &inputs, scope.as_ref());
     assert!(report.kinds.len() <= 1, "{}: one template per case", c.id);
     let refused = report
         .problems
@@ -776,8 +952,39 @@ fn strip_key(v: &Value, key: &str) -> Value {
     }
 }
 
+/// The four internal match conditions (not scope sync's global ones).
 fn is_internal(name: &str) -> bool {
-    name.starts_with("gatekeeper_internal_")
+    name.starts_with("gatekeeper_internal_") && !is_global(name)
+}
+
+/// Scope sync's global exclusion conditions (Config exclusions, exempt namespaces).
+fn is_global(name: &str) -> bool {
+    name.starts_with("gatekeeper_internal_match_global_")
+}
+
+/// A global condition as its meaning: its name and the patterns it embeds (the first list
+/// literal after `![`, in both texts), without the text around them.
+fn global_meaning(list: &Value) -> Value {
+    let items = list.as_array().cloned().unwrap_or_default();
+    Value::Array(
+        items
+            .iter()
+            .map(|c| {
+                let e = c["expression"].as_str().unwrap_or("");
+                let patterns: Vec<String> = e
+                    .split_once("![")
+                    .and_then(|(_, rest)| rest.split_once(']'))
+                    .map(|(l, _)| {
+                        l.split(',')
+                            .map(|p| p.trim().trim_matches('"').to_string())
+                            .filter(|p| !p.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({"name": c["name"], "patterns": patterns})
+            })
+            .collect(),
+    )
 }
 
 /// Splits a list of `{name, ...}` by a predicate on the name.
@@ -796,6 +1003,8 @@ const VAP_FIELDS: &[&str] = &[
     "vap.matchConstraints",
     "vap.matchConditions.template",
     "vap.matchConditions.internal",
+    "vap.matchConditions.global",
+    "vap.matchConditions.global-text",
     "vap.variables.builtin",
     "vap.variables.template",
     "vap.validations",
@@ -806,7 +1015,8 @@ const VAP_FIELDS: &[&str] = &[
 fn vap_fields(vap: &Value) -> Vec<(&'static str, Value)> {
     let vap = strip_nulls(vap);
     let spec = vap["spec"].as_object().cloned().unwrap_or_default();
-    let (mc_internal, mc_template) = split_named(&vap["spec"]["matchConditions"], is_internal);
+    let (mc_internal, mc_rest) = split_named(&vap["spec"]["matchConditions"], is_internal);
+    let (mc_global, mc_template) = split_named(&mc_rest, is_global);
     let (var_builtin, var_template) = split_named(&vap["spec"]["variables"], |n| {
         n == "anyObject" || n == "params"
     });
@@ -833,6 +1043,8 @@ fn vap_fields(vap: &Value) -> Vec<(&'static str, Value)> {
         ),
         ("vap.matchConditions.template", mc_template),
         ("vap.matchConditions.internal", mc_internal),
+        ("vap.matchConditions.global", global_meaning(&mc_global)),
+        ("vap.matchConditions.global-text", mc_global),
         ("vap.variables.builtin", var_builtin),
         ("vap.variables.template", var_template),
         (
@@ -1057,7 +1269,9 @@ fn classify_template(
 
 fn classify_vap(_c: &Case, field: &str, _gk: &Value, _vg: &Value) -> Option<&'static str> {
     match field {
-        "vap.matchConditions.internal" => Some("vap.match-conditions.webhook-semantics"),
+        "vap.matchConditions.internal" | "vap.matchConditions.global-text" => {
+            Some("vap.match-conditions.webhook-semantics")
+        }
         "vap.variables.builtin" => Some("vap.variables.builtin-text"),
         _ => None,
     }
@@ -1090,6 +1304,9 @@ fn classify_binding(
             Some("constraint.selector-validation")
         }
         ("error", "none") if template_class != "generated" => Some("binding.template-error-quiet"),
+        ("bound", "none") if template_class == "transformError" => {
+            Some("binding.template-transform-error")
+        }
         _ => None,
     }
 }
@@ -1172,6 +1389,9 @@ fn vapgen_matches_gatekeeper_or_a_documented_divergence() {
             for k in &c.constraints {
                 println!("constraint: {k}");
             }
+            if c.scope.is_some() {
+                println!("scope sync: {}", oracle_input(c, 0)["scope"]);
+            }
             println!("gatekeeper: {}", gk[i]);
             println!("vapgen: {:#?}", report.kind);
             println!("vapgen refused: {:?}", report.refused);
@@ -1194,9 +1414,10 @@ fn vapgen_matches_gatekeeper_or_a_documented_divergence() {
     let total = started.elapsed();
     // The closing note's figures.
     println!(
-        "fidelity: {} cases ({} generated, seed {seed}; {} corpus and examples), oracle {:.1} s, total {:.1} s",
+        "fidelity: {} cases ({} generated, seed {seed}, {} of them with scope sync; {} corpus and examples), oracle {:.1} s, total {:.1} s",
         cases.len(),
         n_generated,
+        cases.iter().filter(|c| c.scope.is_some()).count(),
         cases.len() - n_generated,
         oracle_time.as_secs_f64(),
         total.as_secs_f64()
@@ -1290,6 +1511,7 @@ fn divergences_table_is_well_formed() {
         "constraint.crd-schema",
         "constraint.selector-validation",
         "binding.template-error-quiet",
+        "binding.template-transform-error",
     ] {
         assert!(keys.contains(k), "the classifier's key {k} is not a row");
     }

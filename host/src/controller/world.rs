@@ -92,67 +92,8 @@ pub struct World {
     pub scope_sync: bool,
 }
 
-/// The name of Gatekeeper's validating webhook inside its ValidatingWebhookConfiguration.
-pub const GATEKEEPER_WEBHOOK: &str = "validation.gatekeeper.sh";
-
-/// What scope sync takes from the cluster (Gatekeeper's `--sync-vap-enforcement-scope`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScopeInputs {
-    /// The [`GATEKEEPER_WEBHOOK`] entry of the webhook configuration, as JSON; `None` while
-    /// there is none (the VAP then has the default match rule, as Gatekeeper's does).
-    pub webhook: Option<String>,
-    /// The namespaces the `Config` excludes for the `webhook` process (entries of
-    /// `spec.match` whose `processes` hold `webhook` or `*`), in order, without repeats.
-    pub excluded_namespaces: Vec<String>,
-}
-
-impl ScopeInputs {
-    /// Scope inputs from Gatekeeper's objects: the webhook configurations and `Config`s
-    /// given (in practice at most one of each).
-    pub fn from_objects<'a>(
-        webhook_configs: impl IntoIterator<Item = &'a Value>,
-        configs: impl IntoIterator<Item = &'a Value>,
-    ) -> Self {
-        let webhook = webhook_configs
-            .into_iter()
-            .filter_map(|c| c.get("webhooks")?.as_array())
-            .flatten()
-            .find(|w| w.get("name").and_then(Value::as_str) == Some(GATEKEEPER_WEBHOOK))
-            .map(|w| w.to_string());
-        let mut excluded_namespaces: Vec<String> = Vec::new();
-        for entry in configs
-            .into_iter()
-            .filter_map(|c| c.pointer("/spec/match")?.as_array())
-            .flatten()
-        {
-            let for_webhook = entry
-                .get("processes")
-                .and_then(Value::as_array)
-                .is_some_and(|p| {
-                    p.iter()
-                        .any(|p| matches!(p.as_str(), Some("webhook") | Some("*")))
-                });
-            if !for_webhook {
-                continue;
-            }
-            for ns in entry
-                .get("excludedNamespaces")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if !excluded_namespaces.iter().any(|e| e == ns) {
-                    excluded_namespaces.push(ns.to_string());
-                }
-            }
-        }
-        ScopeInputs {
-            webhook,
-            excluded_namespaces,
-        }
-    }
-}
+// Shared with `vapgen plan`, which reads the same objects from its inputs.
+pub use crate::snapshot::{GATEKEEPER_WEBHOOK, ScopeInputs};
 
 /// Names of the watches in [`World::synced`].
 pub mod watches {
@@ -271,32 +212,6 @@ mod tests {
             ("Foo", "a", "2")
         );
         assert!(controller_of(&json!({"metadata": {}})).is_none());
-    }
-
-    #[test]
-    fn scope_inputs_take_gatekeepers_webhook_and_the_webhook_processes_exclusions() {
-        let vwc = json!({"webhooks": [
-            {"name": "check-ignore-label.gatekeeper.sh", "rules": []},
-            {"name": "validation.gatekeeper.sh", "rules": [{"operations": ["CREATE"]}],
-             "matchPolicy": "Exact"}
-        ]});
-        let config = json!({"spec": {"match": [
-            {"excludedNamespaces": ["kube-*", "a"], "processes": ["*"]},
-            {"excludedNamespaces": ["audit-only"], "processes": ["audit"]},
-            {"excludedNamespaces": ["a", "b"], "processes": ["webhook", "sync"]},
-            {"excludedNamespaces": ["no-processes"]}
-        ]}});
-        let s = ScopeInputs::from_objects([&vwc], [&config]);
-        assert_eq!(
-            s.webhook.as_deref(),
-            Some(
-                r#"{"name":"validation.gatekeeper.sh","rules":[{"operations":["CREATE"]}],"matchPolicy":"Exact"}"#
-            )
-        );
-        assert_eq!(s.excluded_namespaces, ["kube-*", "a", "b"]);
-        assert_eq!(ScopeInputs::from_objects([], []), ScopeInputs::default());
-        let other = json!({"webhooks": [{"name": "other"}]});
-        assert_eq!(ScopeInputs::from_objects([&other], []).webhook, None);
     }
 
     #[test]
