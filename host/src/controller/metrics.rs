@@ -48,6 +48,7 @@ pub struct Metrics {
     module_rejected: Family<ShaLabels, Gauge>,
     module_swaps: Family<ResultLabels, Counter>,
     panics: Counter,
+    rivals: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,6 +114,12 @@ impl Default for Metrics {
             "Reconciles that panicked (each is retried with backoff)",
             panics.clone(),
         );
+        let rivals = Gauge::default();
+        registry.register(
+            "rival_generators",
+            "Gatekeeper pods seen running the generate operation beside vapgen (coexist mode); while it is above 0 vapgen writes no VAP, binding or constraint CRD",
+            rivals.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             writes,
@@ -124,6 +131,7 @@ impl Default for Metrics {
             module_rejected,
             module_swaps,
             panics,
+            rivals,
         }
     }
 }
@@ -164,6 +172,11 @@ impl Metrics {
                 })
                 .set(*n);
         }
+    }
+
+    /// Sets the number of rival generators.
+    pub fn rival_generators(&self, n: usize) {
+        self.rivals.set(n as i64);
     }
 
     /// Sets the queue depth.

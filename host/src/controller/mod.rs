@@ -221,12 +221,20 @@ pub async fn start(
     };
 
     let dead: Arc<Mutex<Vec<String>>> = Arc::default();
+    // Coexist mode (scope sync on, Gatekeeper's namespace known): Gatekeeper's per-pod status
+    // objects show whether one of its pods runs `generate` too; while one does, vapgen writes
+    // none of the objects both would write.
+    let rivals = cfg.reconcile.scope_sync.as_ref().map(|s| feed::RivalWatch {
+        namespace: s.watch.config_namespace.clone(),
+        own_id: cfg.lease_name.clone(),
+    });
     let watches = Watches::start(
         client.clone(),
         world.clone(),
         queue.clone(),
         dead.clone(),
         cfg.reconcile.scope_sync.as_ref().map(|s| &s.watch),
+        rivals.as_ref(),
     );
     let cluster = KubeCluster::new(
         client.clone(),
@@ -304,6 +312,20 @@ pub async fn start(
             &queue,
             "module-watch",
             module_watch::run(handles.clone(), wasm_runtime, w, active_sha256, events),
+        ));
+    }
+    if rivals.is_some() {
+        let events = module_watch::ModuleEvents::new(
+            client.clone(),
+            &cfg.identity,
+            &cfg.lease_namespace,
+            &cfg.lease_name,
+        );
+        tasks.push(runner::supervise(
+            &dead,
+            &queue,
+            "rival-generators",
+            runner::rivals(handles.clone(), events),
         ));
     }
     tasks.push(runner::supervise(

@@ -249,6 +249,11 @@ impl ModuleEvents {
     }
 
     async fn publish(&self, warning: bool, reason: &str, note: &str) {
+        self.publish_as("SwapModule", warning, reason, note).await;
+    }
+
+    /// An Event on vapgen's Pod (or Lease) with the given action (best effort).
+    pub(crate) async fn publish_as(&self, action: &str, warning: bool, reason: &str, note: &str) {
         let Some((recorder, reference)) = &self.recorder else {
             return;
         };
@@ -261,11 +266,11 @@ impl ModuleEvents {
             },
             reason: reason.into(),
             note: Some(note),
-            action: "SwapModule".into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&ev, reference).await {
-            tracing::debug!(error = %e, "cannot publish module event");
+            tracing::debug!(error = %e, reason, "cannot publish event");
         }
     }
 }

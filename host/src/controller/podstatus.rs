@@ -42,6 +42,8 @@ const OPERATION: &str = "generate";
 const RECHECK: Duration = Duration::from_secs(30);
 /// Error code in `errors[]` when vapgen could not generate.
 const ERROR_CODE: &str = "vap_generation_error";
+/// Error code in `errors[]` while vapgen does not generate because a Gatekeeper pod does.
+const PAUSED_CODE: &str = "vap_generation_paused";
 
 /// Where the status objects go and whose they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +91,11 @@ pub fn status_object(
         .unwrap_or(0);
     let state = str_at(status, "/state");
     let message = str_at(status, "/message");
-    let errors = (state == "error").then(|| json!([{"code": ERROR_CODE, "message": message}]));
+    let errors = match state {
+        "error" => Some(json!([{"code": ERROR_CODE, "message": message}])),
+        super::reconcile::PAUSED => Some(json!([{"code": PAUSED_CODE, "message": message}])),
+        _ => None,
+    };
     let mut labels = serde_json::Map::new();
     labels.insert("internal.gatekeeper.sh/pod".into(), json!(cfg.id));
     labels.insert("app.kubernetes.io/managed-by".into(), json!("vapgen"));
@@ -114,6 +120,11 @@ pub fn status_object(
                     "state": "error",
                     "observedGeneration": generation,
                     "warning": format!("ValidatingAdmissionPolicy is not generated: {message}"),
+                })),
+                super::reconcile::PAUSED => Some(json!({
+                    "state": super::reconcile::PAUSED,
+                    "observedGeneration": generation,
+                    "warning": message,
                 })),
                 // Not generated: Gatekeeper drops the field.
                 _ => None,
@@ -353,6 +364,30 @@ mod tests {
         assert_eq!(o["status"]["vapGenerationStatus"]["observedGeneration"], 3);
         assert_eq!(o["status"]["errors"][0]["message"], "no validations");
         assert_eq!(o["status"]["operations"], json!(["generate"]));
+    }
+
+    #[test]
+    fn a_pause_for_a_rival_generator_is_an_error_in_by_pod() {
+        let live = json!({"metadata": {"name": "t", "uid": "u1", "generation": 2}});
+        let msg = crate::controller::reconcile::yield_message(&["gk-0".into()]);
+        let status = json!({"state": "paused", "message": msg});
+        let (_, o) = status_object(&cfg(), &StatusTarget::Template("t".into()), &live, &status)
+            .expect("object");
+        assert_eq!(o["status"]["vapGenerationStatus"]["state"], "paused");
+        assert_eq!(o["status"]["errors"][0]["code"], "vap_generation_paused");
+        assert!(
+            o["status"]["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("gk-0") && m.contains("generate")),
+            "{o}"
+        );
+        let target = StatusTarget::Constraint {
+            kind: "K8sX".into(),
+            name: "c".into(),
+        };
+        let (_, o) = status_object(&cfg(), &target, &live, &status).expect("object");
+        assert_eq!(o["status"]["enforced"], false);
+        assert_eq!(o["status"]["errors"][0]["code"], "vap_generation_paused");
     }
 
     #[test]

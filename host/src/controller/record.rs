@@ -71,6 +71,14 @@ pub enum Decision {
     },
     /// The template does not exist (deleted, or a constraint CRD without template).
     Absent,
+    /// Another generator runs: Gatekeeper pods with the `generate` operation (coexist mode,
+    /// [`crate::controller::world::World::rival_generators`]). vapgen leaves the kind's VAP,
+    /// bindings and CRD as they are — creates, updates and deletes nothing — until they stop;
+    /// then the kind is planned again.
+    Yielded {
+        /// The rivals' ids (Gatekeeper pod names), sorted.
+        rivals: Vec<String>,
+    },
 }
 
 /// One entry of the record.
@@ -103,6 +111,7 @@ impl DecisionRecord {
             Decision::NoGenerate { error: true, .. } => "error",
             Decision::NoGenerate { error: false, .. } => "no-generate",
             Decision::Absent => "absent",
+            Decision::Yielded { .. } => "yielded",
         }
     }
 }

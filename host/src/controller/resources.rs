@@ -61,6 +61,18 @@ pub fn gatekeeper_config_resource() -> ApiResource {
     )
 }
 
+/// Gatekeeper's `ConstraintTemplatePodStatus` (`status.gatekeeper.sh/v1beta1`, coexist mode).
+pub fn template_pod_status_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "status.gatekeeper.sh",
+            "v1beta1",
+            "ConstraintTemplatePodStatus",
+        ),
+        "constrainttemplatepodstatuses",
+    )
+}
+
 /// The v1beta1 resource of a constraint kind.
 pub fn constraint_resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(

@@ -98,6 +98,43 @@ pub(super) async fn housekeeping(h: Handles, resync: Duration) {
     }
 }
 
+/// Coexist mode: says loudly when a Gatekeeper pod runs `generate` beside vapgen, and when
+/// none does any more (the reconcilers themselves stop and resume writing, on the watch's
+/// news): the gauge `vapgen_rival_generators`, a warning in the log and a Warning Event on
+/// vapgen's Pod (or Lease), once per change of the set of rivals.
+pub(super) async fn rivals(h: Handles, events: super::module_watch::ModuleEvents) {
+    let mut last = std::collections::BTreeSet::new();
+    loop {
+        let now = h.world.read().expect("world").rival_generators();
+        if now != last {
+            h.metrics.rival_generators(now.len());
+            let ids: Vec<String> = now.iter().cloned().collect();
+            if now.is_empty() {
+                tracing::info!(
+                    was = ?last,
+                    "no Gatekeeper pod runs the generate operation any more; vapgen re-plans every kind and writes again"
+                );
+                events
+                    .publish_as(
+                        "DetectRivalGenerator",
+                        false,
+                        "RivalGeneratorGone",
+                        "no Gatekeeper pod runs the generate operation any more; vapgen writes its ValidatingAdmissionPolicies and bindings again",
+                    )
+                    .await;
+            } else {
+                let message = super::reconcile::yield_message(&ids);
+                tracing::warn!(rivals = ?ids, "{message}");
+                events
+                    .publish_as("DetectRivalGenerator", true, "RivalGenerator", &message)
+                    .await;
+            }
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub(super) async fn worker(
     ctx: Arc<Ctx<KubeCluster>>,
     leader: Arc<Leader>,

@@ -90,6 +90,51 @@ pub struct World {
     pub gatekeeper_configs: BTreeMap<String, Value>,
     /// Scope sync is on: the template reconciler also waits for the two watches above.
     pub scope_sync: bool,
+    /// Gatekeeper's `ConstraintTemplatePodStatus` objects (coexist mode), by name, as
+    /// [`pod_status_essence`] keeps them: who writes per-pod status and with which operations.
+    /// See [`World::rival_generators`].
+    pub pod_statuses: BTreeMap<String, Value>,
+    /// Coexist mode: the id of vapgen's own per-pod status objects (its Lease name), whose
+    /// `generate` is not a rival's; `None` while the rival watch is off (standalone mode).
+    /// The template reconciler then also waits for that watch.
+    pub own_generator_id: Option<String>,
+}
+
+/// The Gatekeeper operation that generates VAPs, bindings and constraint CRDs.
+pub const GENERATE_OPERATION: &str = "generate";
+
+/// What the controller keeps of a per-pod status object: its name, `status.id` and
+/// `status.operations` (nothing else is read, and a cluster holds one per template and pod).
+pub fn pod_status_essence(obj: &Value) -> Value {
+    serde_json::json!({
+        "metadata": {"name": obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)},
+        "status": {
+            "id": obj.pointer("/status/id").cloned().unwrap_or(Value::Null),
+            "operations": obj.pointer("/status/operations").cloned().unwrap_or(Value::Null),
+        },
+    })
+}
+
+/// The rival generators among Gatekeeper's per-pod status objects: the ids (pod names) of
+/// those whose `status.operations` hold `generate` and whose `status.id` is not `own_id`.
+/// A Gatekeeper pod's operations are its flags, fixed for its life, and its status objects are
+/// owned by it (they go with the pod), so one such object means a live pod that generates —
+/// or one that just went and whose objects the garbage collector has not removed yet.
+pub fn rival_generators<'a>(
+    statuses: impl IntoIterator<Item = &'a Value>,
+    own_id: &str,
+) -> BTreeSet<String> {
+    statuses
+        .into_iter()
+        .filter(|o| {
+            o.pointer("/status/operations")
+                .and_then(Value::as_array)
+                .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some(GENERATE_OPERATION)))
+        })
+        .filter_map(|o| o.pointer("/status/id").and_then(Value::as_str))
+        .filter(|id| !id.is_empty() && *id != own_id)
+        .map(str::to_string)
+        .collect()
 }
 
 // Shared with `vapgen plan`, which reads the same objects from its inputs.
@@ -109,6 +154,8 @@ pub mod watches {
     pub const WEBHOOK_CONFIG: &str = "webhook-config";
     /// Gatekeeper's `Config` (scope sync).
     pub const GATEKEEPER_CONFIG: &str = "gatekeeper-config";
+    /// Gatekeeper's `ConstraintTemplatePodStatus` objects (coexist mode: rival generators).
+    pub const POD_STATUSES: &str = "gatekeeper-pod-statuses";
     /// The constraint watch of a kind: `constraints/<lower kind>`.
     pub fn constraints(kind: &str) -> String {
         format!("constraints/{}", kind.to_ascii_lowercase())
@@ -130,6 +177,16 @@ impl World {
                 || [watches::WEBHOOK_CONFIG, watches::GATEKEEPER_CONFIG]
                     .iter()
                     .all(|w| self.synced.contains(*w)))
+            && (self.own_generator_id.is_none() || self.synced.contains(watches::POD_STATUSES))
+    }
+
+    /// The Gatekeeper pods that run `generate` beside vapgen now (coexist mode; always empty
+    /// in standalone mode). While there is one, vapgen writes no VAP, binding or CRD.
+    pub fn rival_generators(&self) -> BTreeSet<String> {
+        match &self.own_generator_id {
+            Some(own) => rival_generators(self.pod_statuses.values(), own),
+            None => BTreeSet::new(),
+        }
     }
 
     /// What scope sync takes from the cluster now.
@@ -230,6 +287,69 @@ mod tests {
         assert!(!w.core_synced());
         w.synced.insert(watches::WEBHOOK_CONFIG.into());
         w.synced.insert(watches::GATEKEEPER_CONFIG.into());
+        assert!(w.core_synced());
+    }
+
+    #[test]
+    fn a_rival_is_another_pod_whose_status_objects_say_generate() {
+        let st = |name: &str, id: &str, ops: &[&str]| {
+            pod_status_essence(&json!({
+                "metadata": {"name": name, "labels": {"x": "y"}, "resourceVersion": "3"},
+                "status": {"id": id, "operations": ops, "templateUID": "u", "errors": []}
+            }))
+        };
+        let objs = [
+            st(
+                "gk-0-a",
+                "gk-0",
+                &["audit", "generate", "status", "webhook"],
+            ),
+            st(
+                "gk-0-b",
+                "gk-0",
+                &["audit", "generate", "status", "webhook"],
+            ),
+            st("gk-1-a", "gk-1", &["audit", "status", "webhook"]),
+            st("vapgen-a", "vapgen", &["generate"]),
+        ];
+        assert_eq!(objs[0]["status"]["id"], "gk-0");
+        assert!(objs[0]["metadata"].get("labels").is_none(), "{}", objs[0]);
+        let rivals = rival_generators(&objs, "vapgen");
+        assert_eq!(rivals.into_iter().collect::<Vec<_>>(), ["gk-0"]);
+        assert!(rival_generators(&objs[2..], "vapgen").is_empty());
+        assert!(rival_generators([&json!({"metadata": {"name": "x"}})], "vapgen").is_empty());
+
+        let mut w = World::default();
+        for o in objs {
+            w.pod_statuses
+                .insert(o["metadata"]["name"].as_str().unwrap().into(), o);
+        }
+        assert!(
+            w.rival_generators().is_empty(),
+            "standalone: no rival watch"
+        );
+        w.own_generator_id = Some("vapgen".into());
+        assert_eq!(w.rival_generators().len(), 1);
+        // vapgen under another Lease name sees its own objects of the old name as a rival's:
+        // only `generate` of another id counts, whatever wrote it.
+        w.own_generator_id = Some("vapgen-2".into());
+        assert_eq!(w.rival_generators().len(), 2);
+    }
+
+    #[test]
+    fn with_the_rival_watch_the_template_reconciler_waits_for_it() {
+        let mut w = World::default();
+        for n in [
+            watches::TEMPLATES,
+            watches::VAPS,
+            watches::VAPBS,
+            watches::CRDS,
+        ] {
+            w.synced.insert(n.into());
+        }
+        w.own_generator_id = Some("vapgen".into());
+        assert!(!w.core_synced());
+        w.synced.insert(watches::POD_STATUSES.into());
         assert!(w.core_synced());
     }
 

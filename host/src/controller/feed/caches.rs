@@ -32,6 +32,9 @@ pub enum Feed {
     WebhookConfig,
     /// Gatekeeper's `Config` (scope sync).
     GatekeeperConfig,
+    /// Gatekeeper's `ConstraintTemplatePodStatus` objects in its namespace (coexist mode): the
+    /// Gatekeeper pods that run `generate` ([`World::rival_generators`]).
+    PodStatuses,
 }
 
 /// Which of Gatekeeper's objects scope sync watches (`vapgen run --sync-vap-enforcement-scope`).
@@ -43,6 +46,16 @@ pub struct ScopeWatch {
     pub config_namespace: String,
     /// Name of Gatekeeper's `Config`.
     pub config_name: String,
+}
+
+/// Coexist mode's watch of Gatekeeper's per-pod status objects, to find rival generators
+/// ([`World::rival_generators`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RivalWatch {
+    /// Gatekeeper's namespace (where its per-pod status objects are).
+    pub namespace: String,
+    /// The id of vapgen's own per-pod status objects (its Lease name).
+    pub own_id: String,
 }
 
 impl Default for ScopeWatch {
@@ -68,6 +81,7 @@ impl Feed {
             Feed::Constraints { kind } => watches::constraints(kind),
             Feed::WebhookConfig => watches::WEBHOOK_CONFIG.into(),
             Feed::GatekeeperConfig => watches::GATEKEEPER_CONFIG.into(),
+            Feed::PodStatuses => watches::POD_STATUSES.into(),
         }
     }
 
@@ -76,13 +90,45 @@ impl Feed {
         matches!(self, Feed::WebhookConfig | Feed::GatekeeperConfig)
     }
 
-    /// For a scope feed: every template, if the scope inputs differ from `before` (a change
+    /// Whether this feed holds Gatekeeper's objects, read by every kind's plan rather than
+    /// objects with keys: the scope inputs and the per-pod status objects. Such a watch that
+    /// cannot list (Gatekeeper's CRD not installed) counts as an empty, synced list.
+    pub(super) fn is_gatekeeper(&self) -> bool {
+        self.is_scope() || matches!(self, Feed::PodStatuses)
+    }
+
+    /// What a Gatekeeper feed's objects mean to every plan: the scope inputs, and the rival
+    /// generators.
+    fn global_inputs(
+        w: &World,
+    ) -> (
+        crate::controller::world::ScopeInputs,
+        std::collections::BTreeSet<String>,
+    ) {
+        (w.scope_inputs(), w.rival_generators())
+    }
+
+    /// For a Gatekeeper feed: every template, if its inputs differ from `before` (a change
     /// re-plans every kind once); nothing otherwise.
-    fn scope_change(w: &World, before: &crate::controller::world::ScopeInputs) -> Vec<Key> {
-        if w.scope_inputs() == *before {
+    fn global_change(
+        w: &World,
+        before: &(
+            crate::controller::world::ScopeInputs,
+            std::collections::BTreeSet<String>,
+        ),
+    ) -> Vec<Key> {
+        if Self::global_inputs(w) == *before {
             return Vec::new();
         }
         w.templates.keys().cloned().map(Key::Template).collect()
+    }
+
+    /// The object as the cache keeps it.
+    fn kept(&self, obj: Value) -> Value {
+        match self {
+            Feed::PodStatuses => crate::controller::world::pod_status_essence(&obj),
+            _ => obj,
+        }
     }
 
     fn map<'a>(&self, w: &'a mut World) -> &'a mut BTreeMap<String, Value> {
@@ -96,6 +142,7 @@ impl Feed {
             }
             Feed::WebhookConfig => &mut w.webhook_configs,
             Feed::GatekeeperConfig => &mut w.gatekeeper_configs,
+            Feed::PodStatuses => &mut w.pod_statuses,
         }
     }
 
@@ -104,15 +151,15 @@ impl Feed {
     /// before and after, so a deletion missed while the watch was down is reconciled). The
     /// watches and the schedule-exploration simulator both run it.
     pub fn replace(&self, w: &mut World, objs: Vec<Value>) -> Vec<Key> {
-        if self.is_scope() {
-            let before = w.scope_inputs();
+        if self.is_gatekeeper() {
+            let before = Self::global_inputs(w);
             let map = self.map(w);
             map.clear();
             for o in objs {
-                map.insert(snapshot::name_of(&o).to_string(), o);
+                map.insert(snapshot::name_of(&o).to_string(), self.kept(o));
             }
             w.synced.insert(self.sync_name());
-            return Self::scope_change(w, &before);
+            return Self::global_change(w, &before);
         }
         let mut keys = Vec::new();
         let map = self.map(w);
@@ -131,17 +178,18 @@ impl Feed {
     /// One watch event of a feed other than CRDs, as a pure step on the caches; returns the
     /// keys to queue. The watches and the simulator both run it.
     pub fn apply(&self, w: &mut World, obj: Value, deleted: bool) -> Vec<Key> {
-        let before = self.is_scope().then(|| w.scope_inputs());
+        let before = self.is_gatekeeper().then(|| Self::global_inputs(w));
         let keys = self.keys(&obj);
-        let map = self.map(w);
         let name = snapshot::name_of(&obj).to_string();
+        let obj = self.kept(obj);
+        let map = self.map(w);
         if deleted {
             map.remove(&name);
         } else {
             map.insert(name, obj);
         }
         match before {
-            Some(before) => Self::scope_change(w, &before),
+            Some(before) => Self::global_change(w, &before),
             None => keys,
         }
     }
@@ -174,7 +222,9 @@ impl Feed {
                 }
                 _ => vec![],
             },
-            Feed::Crds | Feed::WebhookConfig | Feed::GatekeeperConfig => vec![],
+            Feed::Crds | Feed::WebhookConfig | Feed::GatekeeperConfig | Feed::PodStatuses => {
+                vec![]
+            }
         }
     }
 }
@@ -280,6 +330,64 @@ pub(super) mod tests {
             w.scope_inputs(),
             crate::controller::world::ScopeInputs::default()
         );
+    }
+
+    #[test]
+    fn a_rival_generator_appearing_or_going_replans_every_kind_once() {
+        let mut w = World {
+            own_generator_id: Some("vapgen".into()),
+            ..World::default()
+        };
+        for t in ["k8sa", "k8sb"] {
+            w.templates
+                .insert(t.into(), serde_json::json!({"metadata": {"name": t}}));
+        }
+        let all = vec![Key::Template("k8sa".into()), Key::Template("k8sb".into())];
+        let st = |name: &str, id: &str, ops: &[&str], rv: &str| {
+            serde_json::json!({"metadata": {"name": name, "resourceVersion": rv},
+                "status": {"id": id, "operations": ops, "observedGeneration": 1}})
+        };
+        // vapgen's own objects and a Gatekeeper pod without generate: no rival, nothing to do.
+        assert!(
+            Feed::PodStatuses
+                .replace(
+                    &mut w,
+                    vec![
+                        st("vapgen-k8sa", "vapgen", &["generate"], "1"),
+                        st("gk-k8sa", "gk", &["audit", "webhook"], "1"),
+                    ]
+                )
+                .is_empty()
+        );
+        assert!(w.synced.contains(watches::POD_STATUSES));
+        assert!(w.rival_generators().is_empty());
+        // A generating pod writes its first object: every kind, once.
+        let gen_a = st("gk2-k8sa", "gk2", &["generate", "webhook"], "1");
+        assert_eq!(Feed::PodStatuses.apply(&mut w, gen_a, false), all);
+        assert_eq!(w.rival_generators().len(), 1);
+        // Its next object, and a status update of the first: the same rival, nothing.
+        let gen_b = st("gk2-k8sb", "gk2", &["generate", "webhook"], "2");
+        assert!(
+            Feed::PodStatuses
+                .apply(&mut w, gen_b.clone(), false)
+                .is_empty()
+        );
+        let gen_a2 = st("gk2-k8sa", "gk2", &["generate", "webhook"], "3");
+        assert!(
+            Feed::PodStatuses
+                .apply(&mut w, gen_a2.clone(), false)
+                .is_empty()
+        );
+        // Only the essence is kept.
+        assert!(
+            w.pod_statuses["gk2-k8sa"]["status"]
+                .get("observedGeneration")
+                .is_none()
+        );
+        // One of its two objects goes: still a rival. The last goes: every kind again.
+        assert!(Feed::PodStatuses.apply(&mut w, gen_a2, true).is_empty());
+        assert_eq!(Feed::PodStatuses.apply(&mut w, gen_b, true), all);
+        assert!(w.rival_generators().is_empty());
     }
 
     #[test]

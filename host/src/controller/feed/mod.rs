@@ -18,11 +18,11 @@ use super::world::{World, watches};
 
 mod caches;
 
-pub use caches::{Feed, ScopeWatch, crd_info};
+pub use caches::{Feed, RivalWatch, ScopeWatch, crd_info};
 
 use super::resources::{
-    constraint_resource, crd_resource, gatekeeper_config_resource, template_resource, vap_resource,
-    vapb_resource, webhook_config_resource,
+    constraint_resource, crd_resource, gatekeeper_config_resource, template_pod_status_resource,
+    template_resource, vap_resource, vapb_resource, webhook_config_resource,
 };
 
 /// Shared state of the watch tasks.
@@ -39,13 +39,15 @@ pub struct Watches {
 
 impl Watches {
     /// Starts the shared watches; constraint watches start as their CRDs become Established.
-    /// Each runs supervised: one that ends or panics is named in `dead`.
+    /// Each runs supervised: one that ends or panics is named in `dead`. `scope`: scope sync's
+    /// watches; `rivals`: the watch of Gatekeeper's per-pod status objects (coexist mode).
     pub fn start(
         client: kube::Client,
         world: Arc<RwLock<World>>,
         queue: Queue,
         dead: Arc<Mutex<Vec<String>>>,
         scope: Option<&ScopeWatch>,
+        rivals: Option<&RivalWatch>,
     ) -> Self {
         let w = Watches {
             client,
@@ -87,6 +89,18 @@ impl Watches {
                     &gatekeeper_config_resource(),
                 ),
                 by_name(&scope.config_name),
+            ));
+        }
+        if let Some(r) = rivals {
+            w.world.write().expect("world").own_generator_id = Some(r.own_id.clone());
+            handles.push(w.spawn(
+                Feed::PodStatuses,
+                Api::namespaced_with(
+                    w.client.clone(),
+                    &r.namespace,
+                    &template_pod_status_resource(),
+                ),
+                watcher::Config::default(),
             ));
         }
         *w.shared.lock().expect("watches") = handles;
@@ -155,13 +169,20 @@ impl Watches {
                         self.upsert(&feed, v, true);
                     }
                 }
-                Err(e) if feed.is_scope() && !failing => {
+                Err(e) if feed.is_gatekeeper() && !failing => {
                     // Gatekeeper's object cannot be read (its Config CRD is not installed in
                     // standalone mode, or RBAC refuses): scope sync goes on without it, as
                     // Gatekeeper's does before its caches fill, so that no template waits on
                     // it; the watch keeps retrying and a later list re-plans every kind.
+                    // Likewise its per-pod status objects: none listed, no rival known.
                     failing = true;
-                    if not_served(&e) {
+                    if matches!(feed, Feed::PodStatuses) {
+                        if not_served(&e) {
+                            tracing::info!(watch = %name, "not served (Gatekeeper's status CRDs are not installed?); no Gatekeeper pod can be seen generating until they are");
+                        } else {
+                            tracing::warn!(watch = %name, error = %e, "cannot read Gatekeeper's per-pod status objects: a Gatekeeper pod running `generate` beside vapgen would go unnoticed; retrying with backoff. {}", watch_remedy(&feed, &e));
+                        }
+                    } else if not_served(&e) {
                         tracing::info!(watch = %name, "not served (Gatekeeper's Config CRD is not installed?); scope sync goes on without it and picks it up once it is");
                     } else {
                         tracing::warn!(watch = %name, error = %e, "cannot read Gatekeeper's object; scope sync goes on without it, retrying with backoff. {}", watch_remedy(&feed, &e));

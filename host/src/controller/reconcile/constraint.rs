@@ -30,8 +30,19 @@ pub async fn reconcile_constraint<C: Cluster>(
         // (a binding the previous leader made for a constraint created just before a
         // take-over, or a constraint created between the two initial lists). Only a
         // constraint the API server does not have either loses its bindings.
+        // While a rival generator runs, its bindings are its own to delete.
+        let yielded = matches!(
+            ctx.records.lock().expect("records lock").get(kind),
+            Lookup::Known(DecisionRecord {
+                decision: Decision::Yielded { .. },
+                ..
+            })
+        );
         let owns_bindings = {
             let w = ctx.world.read().expect("world lock");
+            if yielded || !w.rival_generators().is_empty() {
+                return Ok(Action::done());
+            }
             w.bindings_of_kind(kind).iter().any(|(_, c)| c.name == name)
         };
         if owns_bindings {
@@ -69,6 +80,12 @@ pub async fn reconcile_constraint<C: Cluster>(
         .pointer("/metadata/generation")
         .and_then(Value::as_u64)
         .unwrap_or(0);
+    if let Decision::Yielded { rivals } = &record.decision {
+        // Another generator runs: its binding is left as it is, and the status says why.
+        let status = constraint_status(PAUSED, &yield_message(rivals), generation, None);
+        ctx.write_status(&target, &obj, status).await;
+        return Ok(Action::done());
+    }
     let Some(template_json) = &record.template_json else {
         delete_bindings_of(ctx, kind, name).await?;
         let msg =

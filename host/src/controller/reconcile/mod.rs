@@ -166,6 +166,21 @@ impl Action {
 }
 
 const WAIT_FOR_SYNC: Duration = Duration::from_millis(500);
+
+/// The `status.vapgen.state` of templates and constraints while a rival generator runs.
+pub const PAUSED: &str = "paused";
+
+/// Why vapgen writes nothing while `rivals` (Gatekeeper pods running `generate`) run: the
+/// status message of every template and constraint, and the Event's note.
+pub fn yield_message(rivals: &[String]) -> String {
+    format!(
+        "Gatekeeper pod(s) {} run the generate operation: vapgen writes no ValidatingAdmissionPolicy, \
+         binding or constraint CRD while another generator does (the two would fight over the same \
+         objects). Turn generate off in every Gatekeeper pod (chart: audit.disableGenerateOperation=true); \
+         vapgen resumes when their status objects no longer list it",
+        rivals.join(", ")
+    )
+}
 /// Delay between deleting a kind's policy and deleting its CRD (standalone mode).
 const CRD_GRACE: Duration = Duration::from_secs(5);
 
@@ -440,3 +455,6 @@ fn outcome_label<T>(r: &Result<T, ApiError>) -> &'static str {
         Err(_) => "error",
     }
 }
+
+#[cfg(test)]
+mod rival_tests;

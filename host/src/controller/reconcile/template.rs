@@ -18,6 +18,10 @@ pub async fn reconcile_template<C: Cluster>(
     if !synced {
         return Ok(Action::after(WAIT_FOR_SYNC));
     }
+    let rivals = ctx.world.read().expect("world lock").rival_generators();
+    if !rivals.is_empty() {
+        return yield_to_rivals(ctx, epoch, name, template.as_ref(), rivals).await;
+    }
     let Some(template) = template else {
         return template_gone(ctx, epoch, name).await;
     };
@@ -79,6 +83,53 @@ pub async fn reconcile_template<C: Cluster>(
             Ok(Action::done())
         }
     }
+}
+
+/// Another generator runs (Gatekeeper pods with `generate`): the kind's record says so, which
+/// stops its constraint reconcilers too, and the template's status says why. Nothing is
+/// written to the VAP, the bindings or the CRD — they are the rival's now; when the last rival
+/// goes, the watch re-plans every kind.
+async fn yield_to_rivals<C: Cluster>(
+    ctx: &Ctx<C>,
+    epoch: u64,
+    name: &str,
+    template: Option<&Value>,
+    rivals: std::collections::BTreeSet<String>,
+) -> Result<Action, ReconcileError> {
+    let rivals: Vec<String> = rivals.into_iter().collect();
+    let kind = template
+        .and_then(snapshot::template_kind)
+        .map(str::to_string)
+        .or_else(
+            || match ctx.records.lock().expect("records lock").get(name) {
+                Lookup::Known(r) if !r.kind.is_empty() => Some(r.kind.clone()),
+                _ => None,
+            },
+        )
+        .or_else(|| {
+            let w = ctx.world.read().expect("world lock");
+            w.crds.get(name).map(|c| c.kind.clone())
+        })
+        .unwrap_or_else(|| name.to_string());
+    let record = DecisionRecord {
+        decision: Decision::Yielded {
+            rivals: rivals.clone(),
+        },
+        template_uid: template.map(|t| identity(t).0),
+        template_generation: template
+            .and_then(|t| t.pointer("/metadata/generation"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        template_json: None,
+        kind,
+    };
+    ctx.publish(epoch, name, record);
+    if let Some(t) = template {
+        let status = template_status(t, PAUSED, &yield_message(&rivals), &[], None);
+        ctx.write_status(&StatusTarget::Template(name.into()), t, status)
+            .await;
+    }
+    Ok(Action::done())
 }
 
 pub(super) async fn generate<C: Cluster>(
