@@ -20,7 +20,6 @@
 //! * `verify` runs gator `Suite` files against a cluster (`vapgen verify`, feature `controller`).
 //! * [`krm`] is `plan` as a KRM function (`vapgen krm`, for kustomize and Argo CD).
 
-
 #[cfg(feature = "controller")]
 pub mod app;
 pub mod celcheck;
