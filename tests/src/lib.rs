@@ -41,6 +41,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde::ser::Serialize;
 
+pub mod coexist;
 pub mod gatekeeper;
 
 /// Environment variable holding the path of the test control plane's admin kubeconfig.

@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +27,10 @@ use kube::Api;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 use vapgen::runtime::{Runtime, RuntimeConfig};
+use vapgen_tests::coexist::{
+    VAPGEN_MATCH_TEXT, audit_lines, by_pod, object_writes_since, owner_constraint, owner_template,
+    writes_summary,
+};
 use vapgen_tests::gatekeeper::{GatekeeperControlPlane, GatekeeperOptions};
 
 const KIND: &str = "K8sAdoptOwner";
@@ -35,53 +38,21 @@ const CONSTRAINT: &str = "require-owner";
 /// A template vapgen reports an error for.
 const BAD_KIND: &str = "K8sAdoptBad";
 
-/// The `status.byPod` entry with `id`.
-fn by_pod<'a>(o: &'a Value, id: &str) -> Option<&'a Value> {
-    o.pointer("/status/byPod")?
-        .as_array()?
-        .iter()
-        .find(|e| e["id"] == id)
-}
-
-/// A text only vapgen's match conditions have (Gatekeeper's build regular expressions).
-const VAPGEN_MATCH_TEXT: &str = "[object, oldObject].exists(obj, obj != null && [";
-
 /// A K8sNativeValidation template: objects must carry the label `params.label`.
 fn template() -> Value {
-    json!({
-        "apiVersion": "templates.gatekeeper.sh/v1",
-        "kind": "ConstraintTemplate",
-        "metadata": {"name": KIND.to_ascii_lowercase()},
-        "spec": {
-            "crd": {"spec": {"names": {"kind": KIND}, "validation": {"openAPIV3Schema": {
-                "type": "object", "properties": {"label": {"type": "string"}}}}}},
-            "targets": [{"target": "admission.k8s.gatekeeper.sh", "code": [{
-                "engine": "K8sNativeValidation",
-                "source": {
-                    "generateVAP": true,
-                    "validations": [{
-                        "expression": "has(variables.anyObject.metadata.labels) && variables.params.label in variables.anyObject.metadata.labels",
-                        "messageExpression": "\"adopt: label \" + variables.params.label + \" is required\""
-                    }]
-                }
-            }]}]
-        }
-    })
+    owner_template(KIND, "adopt")
 }
 
 /// ConfigMaps in `ns` need an `owner` label; enforced by the VAP only (`vap.k8s.io`), so every
 /// denial the probe sees is the VAP's, never Gatekeeper's webhook's.
 fn constraint(ns: &str) -> Value {
-    json!({
-        "apiVersion": "constraints.gatekeeper.sh/v1beta1",
-        "kind": KIND,
-        "metadata": {"name": CONSTRAINT},
-        "spec": {
-            "enforcementAction": "scoped",
-            "scopedEnforcementActions": [{"action": "deny", "enforcementPoints": [{"name": "vap.k8s.io"}]}],
-            "match": {"kinds": [{"apiGroups": [""], "kinds": ["ConfigMap"]}], "namespaces": [ns]},
-            "parameters": {"label": "owner"}
-        }
+    owner_constraint(KIND, CONSTRAINT, ns, &["vap.k8s.io"])
+}
+
+/// vapgen's and Gatekeeper's writes to the kind's objects and to vapgen's canaries.
+fn writes_since(audit_log: &Path, skip: usize) -> vapgen_tests::coexist::Writes {
+    object_writes_since(audit_log, skip, |n| {
+        n.contains(&KIND.to_ascii_lowercase()) || n.starts_with("vapgen-canary-")
     })
 }
 
@@ -156,58 +127,6 @@ fn start_probe(
     })
 }
 
-/// Successful, non-dry-run writes of the test kind's VAP, binding and CRD (and of vapgen's
-/// canary objects) in the audit log after its first `skip` lines: `(resource, name, verb,
-/// writer)` → count, the writer `gatekeeper` (its user agent) or `other` (vapgen, the test).
-fn writes_since(audit_log: &Path, skip: usize) -> BTreeMap<(String, String, String, String), u32> {
-    let text = std::fs::read_to_string(audit_log).unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for e in text
-        .lines()
-        .skip(skip)
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-    {
-        let resource = e["objectRef"]["resource"].as_str().unwrap_or("");
-        let verb = e["verb"].as_str().unwrap_or("");
-        let name = e["objectRef"]["name"].as_str().unwrap_or("");
-        if e["stage"] == "ResponseComplete"
-            && (name.contains(&KIND.to_ascii_lowercase()) || name.starts_with("vapgen-canary-"))
-            && [
-                "validatingadmissionpolicies",
-                "validatingadmissionpolicybindings",
-                "customresourcedefinitions",
-            ]
-            .contains(&resource)
-            && e["objectRef"]["subresource"].is_null()
-            && ["create", "update", "patch", "delete", "deletecollection"].contains(&verb)
-            && (200..300).contains(&e["responseStatus"]["code"].as_u64().unwrap_or(0))
-            && !e["requestURI"].as_str().unwrap_or("").contains("dryRun=")
-        {
-            let agent = e["userAgent"].as_str().unwrap_or("");
-            let agent = if agent.starts_with("gatekeeper") {
-                "gatekeeper"
-            } else {
-                "other"
-            };
-            *out.entry((
-                resource.to_owned(),
-                name.to_owned(),
-                verb.to_owned(),
-                agent.to_owned(),
-            ))
-            .or_default() += 1;
-        }
-    }
-    out
-}
-
-fn audit_lines(audit_log: &Path) -> usize {
-    std::fs::read_to_string(audit_log)
-        .unwrap_or_default()
-        .lines()
-        .count()
-}
-
 fn uid(o: &Value) -> &str {
     o.pointer("/metadata/uid")
         .and_then(Value::as_str)
@@ -216,14 +135,6 @@ fn uid(o: &Value) -> &str {
 
 fn conditions_text(vap: &Value) -> String {
     vap["spec"]["matchConditions"].to_string()
-}
-
-/// Writes per (resource, name) with the verbs, for the report.
-fn summary(w: &BTreeMap<(String, String, String, String), u32>) -> String {
-    w.iter()
-        .map(|((r, n, v, a), c)| format!("{r}/{n} {v} by {a}: {c}"))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Gatekeeper generating → vapgen (Gatekeeper's `generate` off) → Gatekeeper generating again,
@@ -272,7 +183,10 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
         .expect("Gatekeeper's constraint CRD");
     vapgen_tests::wait_denied(&cms, &violating(&ns), &policy).await;
     let by_gatekeeper = writes_since(&audit, 0);
-    eprintln!("adopt: Gatekeeper generated: {}", summary(&by_gatekeeper));
+    eprintln!(
+        "adopt: Gatekeeper generated: {}",
+        writes_summary(&by_gatekeeper)
+    );
     assert!(
         by_gatekeeper
             .keys()
@@ -281,7 +195,7 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
                 && v == "create"
                 && a == "gatekeeper"),
         "Gatekeeper (generate on) did not create the VAP: {}",
-        summary(&by_gatekeeper)
+        writes_summary(&by_gatekeeper)
     );
     assert!(
         !conditions_text(&gk_vap).contains(VAPGEN_MATCH_TEXT),
@@ -337,7 +251,7 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
     eprintln!(
         "adopt: writes from vapgen's start on ({:.1} s): {}",
         vapgen_start.elapsed().as_secs_f64(),
-        summary(&adoption)
+        writes_summary(&adoption)
     );
     eprintln!(
         "adopt: probe during the switch: {} denied by the VAP, {} other: {:?}",
@@ -376,24 +290,24 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
     assert!(
         !adoption.keys().any(|(_, _, _, a)| a == "gatekeeper"),
         "Gatekeeper (generate off) wrote: {}",
-        summary(&adoption)
+        writes_summary(&adoption)
     );
     assert_eq!(
         count("validatingadmissionpolicies", &policy),
         1,
         "VAP writes: {}",
-        summary(&adoption)
+        writes_summary(&adoption)
     );
     assert_eq!(
         count("validatingadmissionpolicybindings", &binding),
         0,
         "the binding's content is already vapgen's; writes: {}",
-        summary(&adoption)
+        writes_summary(&adoption)
     );
     assert!(
         count("customresourcedefinitions", &crd_name) <= 1,
         "{}",
-        summary(&adoption)
+        writes_summary(&adoption)
     );
 
     // --- 2b. vapgen's state in Gatekeeper's status.byPod (issue 12 item 4) ------------------------
@@ -475,7 +389,7 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
     let reverse = writes_since(&audit, mark);
     eprintln!(
         "adopt: writes after the switch back to Gatekeeper: {}",
-        summary(&reverse)
+        writes_summary(&reverse)
     );
     eprintln!(
         "adopt: probe during the switch back: {} denied by the VAP, {} other: {:?}",
@@ -505,7 +419,7 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
     assert!(
         !reverse.keys().any(|(_, _, _, a)| a != "gatekeeper"),
         "writes by someone other than Gatekeeper after vapgen stopped: {}",
-        summary(&reverse)
+        writes_summary(&reverse)
     );
     assert!(
         get(&client, &vapb_resource(), &binding).await.is_some(),

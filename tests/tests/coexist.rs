@@ -19,6 +19,7 @@ use kube::Api;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 use vapgen::runtime::{Runtime, RuntimeConfig};
+use vapgen_tests::coexist::{owner_constraint, owner_template};
 use vapgen_tests::gatekeeper::GatekeeperControlPlane;
 
 const KIND: &str = "K8sCoexistOwner";
@@ -27,42 +28,13 @@ const GK_DENIAL: &str = "admission webhook \"validation.gatekeeper.sh\" denied t
 
 /// A K8sNativeValidation template of our own: objects must carry the label `params.label`.
 fn template() -> Value {
-    json!({
-        "apiVersion": "templates.gatekeeper.sh/v1",
-        "kind": "ConstraintTemplate",
-        "metadata": {"name": KIND.to_ascii_lowercase()},
-        "spec": {
-            "crd": {"spec": {"names": {"kind": KIND}, "validation": {"openAPIV3Schema": {
-                "type": "object", "properties": {"label": {"type": "string"}}}}}},
-            "targets": [{"target": "admission.k8s.gatekeeper.sh", "code": [{
-                "engine": "K8sNativeValidation",
-                "source": {
-                    "generateVAP": true,
-                    "validations": [{
-                        "expression": "has(variables.anyObject.metadata.labels) && variables.params.label in variables.anyObject.metadata.labels",
-                        "messageExpression": "\"coexist: label \" + variables.params.label + \" is required\""
-                    }]
-                }
-            }]}]
-        }
-    })
+    owner_template(KIND, "coexist")
 }
 
 /// The constraint: ConfigMaps in `ns` need an `owner` label, denied at the enforcement
 /// `points` (`validation.gatekeeper.sh`, `vap.k8s.io`, `audit.gatekeeper.sh`).
 fn constraint(ns: &str, points: &[&str]) -> Value {
-    let points: Vec<Value> = points.iter().map(|p| json!({"name": p})).collect();
-    json!({
-        "apiVersion": "constraints.gatekeeper.sh/v1beta1",
-        "kind": KIND,
-        "metadata": {"name": CONSTRAINT},
-        "spec": {
-            "enforcementAction": "scoped",
-            "scopedEnforcementActions": [{"action": "deny", "enforcementPoints": points}],
-            "match": {"kinds": [{"apiGroups": [""], "kinds": ["ConfigMap"]}], "namespaces": [ns]},
-            "parameters": {"label": "owner"}
-        }
-    })
+    owner_constraint(KIND, CONSTRAINT, ns, points)
 }
 
 fn configmap(ns: &str, name: &str, owner: bool) -> ConfigMap {

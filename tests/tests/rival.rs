@@ -26,6 +26,10 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::{Value, json};
 use vapgen::runtime::{Runtime, RuntimeConfig};
+use vapgen_tests::coexist::{
+    VAPGEN_MATCH_TEXT, audit_lines, by_pod, object_writes_since, owner_constraint, owner_template,
+    writes_summary,
+};
 use vapgen_tests::gatekeeper::{GatekeeperControlPlane, GatekeeperOptions};
 
 const KIND: &str = "K8sRivalOwner";
@@ -33,46 +37,20 @@ const CONSTRAINT: &str = "require-owner";
 /// vapgen's Lease name: the id of its per-pod status objects.
 const VAPGEN_ID: &str = "vapgen";
 const GATEKEEPER_NAMESPACE: &str = "gatekeeper-system";
-/// A text only vapgen's match conditions have (Gatekeeper's build regular expressions).
-const VAPGEN_MATCH_TEXT: &str = "[object, oldObject].exists(obj, obj != null && [";
 
+/// vapgen in coexist mode (`vapgen run --manage-crds`, scope sync on), one replica.
 fn template() -> Value {
-    json!({
-        "apiVersion": "templates.gatekeeper.sh/v1",
-        "kind": "ConstraintTemplate",
-        "metadata": {"name": KIND.to_ascii_lowercase()},
-        "spec": {
-            "crd": {"spec": {"names": {"kind": KIND}, "validation": {"openAPIV3Schema": {
-                "type": "object", "properties": {"label": {"type": "string"}}}}}},
-            "targets": [{"target": "admission.k8s.gatekeeper.sh", "code": [{
-                "engine": "K8sNativeValidation",
-                "source": {
-                    "generateVAP": true,
-                    "validations": [{
-                        "expression": "has(variables.anyObject.metadata.labels) && variables.params.label in variables.anyObject.metadata.labels",
-                        "messageExpression": "\"rival: label \" + variables.params.label + \" is required\""
-                    }]
-                }
-            }]}]
-        }
-    })
+    owner_template(KIND, "rival")
 }
 
 fn constraint(ns: &str) -> Value {
-    json!({
-        "apiVersion": "constraints.gatekeeper.sh/v1beta1",
-        "kind": KIND,
-        "metadata": {"name": CONSTRAINT},
-        "spec": {
-            "enforcementAction": "scoped",
-            "scopedEnforcementActions": [{"action": "deny", "enforcementPoints": [{"name": "vap.k8s.io"}]}],
-            "match": {"kinds": [{"apiGroups": [""], "kinds": ["ConfigMap"]}], "namespaces": [ns]},
-            "parameters": {"label": "owner"}
-        }
-    })
+    owner_constraint(KIND, CONSTRAINT, ns, &["vap.k8s.io"])
 }
 
-/// vapgen in coexist mode (`vapgen run --manage-crds`, scope sync on), one replica.
+fn writes_since(audit_log: &Path, skip: usize) -> vapgen_tests::coexist::Writes {
+    object_writes_since(audit_log, skip, |n| n.contains(&KIND.to_ascii_lowercase()))
+}
+
 fn coexist_config() -> vapgen::controller::RunConfig {
     let mut cfg = test_config("rival");
     cfg.lease_name = VAPGEN_ID.into();
@@ -139,65 +117,6 @@ fn rival_gauge(h: &vapgen::controller::Handles) -> Option<i64> {
         .find_map(|l| l.strip_prefix("vapgen_rival_generators ")?.parse().ok())
 }
 
-/// Successful, non-dry-run writes of the test kind's VAP, binding and CRD in the audit log after
-/// its first `skip` lines: `(resource, name, verb, writer)` → count, the writer `gatekeeper`
-/// (its user agent) or `other` (vapgen: the test writes none of these objects).
-fn writes_since(audit_log: &Path, skip: usize) -> BTreeMap<(String, String, String, String), u32> {
-    let text = std::fs::read_to_string(audit_log).unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for e in text
-        .lines()
-        .skip(skip)
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-    {
-        let resource = e["objectRef"]["resource"].as_str().unwrap_or("");
-        let verb = e["verb"].as_str().unwrap_or("");
-        let name = e["objectRef"]["name"].as_str().unwrap_or("");
-        if e["stage"] == "ResponseComplete"
-            && name.contains(&KIND.to_ascii_lowercase())
-            && [
-                "validatingadmissionpolicies",
-                "validatingadmissionpolicybindings",
-                "customresourcedefinitions",
-            ]
-            .contains(&resource)
-            && e["objectRef"]["subresource"].is_null()
-            && ["create", "update", "patch", "delete", "deletecollection"].contains(&verb)
-            && (200..300).contains(&e["responseStatus"]["code"].as_u64().unwrap_or(0))
-            && !e["requestURI"].as_str().unwrap_or("").contains("dryRun=")
-        {
-            let agent = e["userAgent"].as_str().unwrap_or("");
-            let agent = if agent.starts_with("gatekeeper") {
-                "gatekeeper"
-            } else {
-                "other"
-            };
-            *out.entry((
-                resource.to_owned(),
-                name.to_owned(),
-                verb.to_owned(),
-                agent.to_owned(),
-            ))
-            .or_default() += 1;
-        }
-    }
-    out
-}
-
-fn audit_lines(audit_log: &Path) -> usize {
-    std::fs::read_to_string(audit_log)
-        .unwrap_or_default()
-        .lines()
-        .count()
-}
-
-fn summary(w: &BTreeMap<(String, String, String, String), u32>) -> String {
-    w.iter()
-        .map(|((r, n, v, a), c)| format!("{r}/{n} {v} by {a}: {c}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn by_others(w: &BTreeMap<(String, String, String, String), u32>) -> u32 {
     w.iter()
         .filter(|((_, _, _, a), _)| a != "gatekeeper")
@@ -219,13 +138,6 @@ async fn events(client: &kube::Client, reason: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn by_pod<'a>(o: &'a Value, id: &str) -> Option<&'a Value> {
-    o.pointer("/status/byPod")?
-        .as_array()?
-        .iter()
-        .find(|e| e["id"] == id)
 }
 
 /// Gatekeeper generating, vapgen started beside it: vapgen detects it and writes nothing; then
@@ -365,14 +277,14 @@ async fn vapgen_yields_to_a_generating_gatekeeper_and_resumes_when_it_stops() {
     eprintln!(
         "rival: writes in the {:.1} s beside the generating Gatekeeper: vapgen's metric {by_metric}; audit log: [{}]",
         start.elapsed().as_secs_f64(),
-        summary(&beside)
+        writes_summary(&beside)
     );
     assert_eq!(by_metric, 0, "vapgen wrote VAPs, bindings or CRDs");
     assert_eq!(
         by_others(&beside),
         0,
         "writes by vapgen in the audit log: {}",
-        summary(&beside)
+        writes_summary(&beside)
     );
     let vap = get(&client, &vap_resource(), &policy).await.expect("VAP");
     assert!(
@@ -448,7 +360,7 @@ async fn vapgen_yields_to_a_generating_gatekeeper_and_resumes_when_it_stops() {
     eprintln!(
         "rival: writes after the restart: vapgen's metric {}; audit log: [{}]; binding uid kept: {}",
         vapgen_object_writes(&h) - writes_before,
-        summary(&after),
+        writes_summary(&after),
         vapb["metadata"]["uid"] == gk_vapb["metadata"]["uid"]
     );
     let deletes: Vec<_> = after
@@ -470,7 +382,7 @@ async fn vapgen_yields_to_a_generating_gatekeeper_and_resumes_when_it_stops() {
         assert!(
             a == "gatekeeper" || *c <= most,
             "{r}/{n} written {c} times by vapgen: {}",
-            summary(&after)
+            writes_summary(&after)
         );
     }
     // And then nothing: no flapping once both have settled.
@@ -481,10 +393,10 @@ async fn vapgen_yields_to_a_generating_gatekeeper_and_resumes_when_it_stops() {
     eprintln!(
         "rival: writes in 5 s after that: vapgen's metric {}; audit log: [{}]",
         vapgen_object_writes(&h) - settled,
-        summary(&quiet)
+        writes_summary(&quiet)
     );
     assert_eq!(vapgen_object_writes(&h), settled);
-    assert_eq!(by_others(&quiet), 0, "{}", summary(&quiet));
+    assert_eq!(by_others(&quiet), 0, "{}", writes_summary(&quiet));
     controller.stop().await;
     drop(cp);
 }
