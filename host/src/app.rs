@@ -149,14 +149,8 @@ struct PlanArgs {
     /// `vapgen run`, plan adds no namespaceSelector exemption (it has no namespace of its own).
     #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
     exempt_namespace: Vec<String>,
-    /// With scope sync: namespaces starting with this prefix are exempt (repeatable;
-    /// Gatekeeper's flag).
-    #[arg(long = "exempt-namespace-prefix", value_name = "PREFIX")]
-    exempt_namespace_prefix: Vec<String>,
-    /// With scope sync: namespaces ending with this suffix are exempt (repeatable;
-    /// Gatekeeper's flag).
-    #[arg(long = "exempt-namespace-suffix", value_name = "SUFFIX")]
-    exempt_namespace_suffix: Vec<String>,
+    #[command(flatten)]
+    exempt_patterns: ExemptPatternArgs,
     /// With scope sync: the name of Gatekeeper's ValidatingWebhookConfiguration among the
     /// inputs (Gatekeeper's flag); others are ignored.
     #[arg(long, default_value = "gatekeeper-validating-webhook-configuration")]
@@ -294,14 +288,8 @@ struct RunArgs {
     /// renewals, canary requests and Events never depend on the policies it generates.
     #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
     exempt_namespace: Vec<String>,
-    /// With scope sync: namespaces starting with this prefix are exempt (repeatable;
-    /// Gatekeeper's flag).
-    #[arg(long = "exempt-namespace-prefix", value_name = "PREFIX")]
-    exempt_namespace_prefix: Vec<String>,
-    /// With scope sync: namespaces ending with this suffix are exempt (repeatable;
-    /// Gatekeeper's flag).
-    #[arg(long = "exempt-namespace-suffix", value_name = "SUFFIX")]
-    exempt_namespace_suffix: Vec<String>,
+    #[command(flatten)]
+    exempt_patterns: ExemptPatternArgs,
     /// Scope sync (Gatekeeper's flag and default): each VAP matches what Gatekeeper's
     /// webhook matches — its ValidatingWebhookConfiguration's rules, selectors and match
     /// conditions, the namespaces its Config excludes for the webhook, and the exempt
@@ -361,6 +349,19 @@ struct RunArgs {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// Gatekeeper's exempt namespace patterns, for scope sync (`run` and `plan`).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct ExemptPatternArgs {
+    /// With scope sync: namespaces starting with this prefix are exempt (repeatable;
+    /// Gatekeeper's flag).
+    #[arg(long = "exempt-namespace-prefix", value_name = "PREFIX")]
+    prefix: Vec<String>,
+    /// With scope sync: namespaces ending with this suffix are exempt (repeatable;
+    /// Gatekeeper's flag).
+    #[arg(long = "exempt-namespace-suffix", value_name = "SUFFIX")]
+    suffix: Vec<String>,
 }
 
 /// Parses `args` (without the program name) as the `vapgen` command line does, and runs
@@ -459,8 +460,8 @@ fn run(args: RunArgs) -> ExitCode {
                 crate::controller::reconcile::ScopeSyncConfig {
                     exempt_namespaces: crate::snapshot::exempt_patterns(
                         &args.exempt_namespace,
-                        &args.exempt_namespace_prefix,
-                        &args.exempt_namespace_suffix,
+                        &args.exempt_patterns.prefix,
+                        &args.exempt_patterns.suffix,
                     ),
                     watch: crate::controller::feed::ScopeWatch {
                         webhook_config: args.validating_webhook_configuration_name.clone(),
@@ -675,8 +676,8 @@ fn plan(args: &PlanArgs) -> ExitCode {
             config_namespace: args.gatekeeper_namespace.clone(),
             exempt_namespaces: crate::snapshot::exempt_patterns(
                 &args.exempt_namespace,
-                &args.exempt_namespace_prefix,
-                &args.exempt_namespace_suffix,
+                &args.exempt_patterns.prefix,
+                &args.exempt_patterns.suffix,
             ),
         });
     let report = planner::plan_with_scope_sync(
