@@ -3,7 +3,15 @@
 //!
 //! Each wasm call is what the controller pays: a fresh Store and instance from the shared
 //! `InstancePre`, the epoch deadline armed, the inputs copied in and the plan copied out.
+//!
+//! `VAPGEN_BENCH_ONE=SIDE:N[:CALLS]` (SIDE `native` or `wasm`) is the instruction-count mode of
+//! `host/benches/instructions.sh`: the same setup (inputs built, for `wasm` the runtime created
+//! and the module loaded), then exactly CALLS calls (default 1) of that one case, nothing else.
+//! Two runs under callgrind with different CALLS differ by exactly the calls: the script
+//! divides the difference by the difference of CALLS. `VAPGEN_BENCH_CACHE` is the precompile
+//! cache directory of the `wasm` side (default: none, the module is compiled in every run).
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use vapgen::model::{Constraint, Settings};
@@ -56,7 +64,65 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The instruction-count mode: see the module doc.
+fn one(spec: &str) {
+    let usage = "VAPGEN_BENCH_ONE must be SIDE:N[:CALLS], SIDE native or wasm";
+    let mut parts = spec.split(':');
+    let side = parts.next().unwrap_or_default();
+    let n: usize = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{usage}, got {spec:?}"));
+    let calls: usize = match parts.next() {
+        None => 1,
+        Some(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{usage}, got {spec:?}")),
+    };
+    assert!(parts.next().is_none(), "{usage}, got {spec:?}");
+    let settings = Settings::default();
+    let cs = constraints(n);
+    match side {
+        "native" => repeat(&NativeDecider, calls, &settings, &cs),
+        "wasm" => {
+            let rt = Runtime::new(RuntimeConfig {
+                cache_dir: std::env::var_os("VAPGEN_BENCH_CACHE").map(Into::into),
+                // Under callgrind a call runs ~50x slower than natively: no deadline.
+                timeout: Duration::from_secs(3600),
+                // One pooling slot: valgrind refuses the address space that the default 64
+                // slots reserve (GiBs each), and the runtime would fall back to on-demand
+                // allocation, which production does not use. Calls made one after another
+                // reuse one slot either way.
+                max_instances: 1,
+                ..RuntimeConfig::default()
+            })
+            .expect("runtime");
+            let decider = rt
+                .load_bytes(BUNDLED_MODULE, None, ModuleSource::Bundled)
+                .expect("load");
+            repeat(&decider, calls, &settings, &cs);
+        }
+        _ => panic!("{usage}, got {spec:?}"),
+    }
+    eprintln!("bench one: {side} N={n}: {calls} calls");
+}
+
+/// Exactly `calls` measured calls, as the wall-clock loop makes them.
+#[inline(never)]
+fn repeat(decider: &impl Decide, calls: usize, settings: &Settings, cs: &[Constraint]) {
+    for _ in 0..calls {
+        let p = black_box(decider)
+            .plan_kind(settings, black_box(TEMPLATE), black_box(cs))
+            .expect("plan");
+        assert_eq!(p.bindings.len(), cs.len());
+        drop(black_box(p));
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("VAPGEN_BENCH_ONE") {
+        return one(&spec);
+    }
     let settings = Settings::default();
     let cache = std::env::temp_dir().join(format!("vapgen-bench-cache-{}", std::process::id()));
     let rt = Runtime::new(RuntimeConfig {
