@@ -38,7 +38,6 @@ const CONSTRAINT: &str = "require-owner";
 const VAPGEN_ID: &str = "vapgen";
 const GATEKEEPER_NAMESPACE: &str = "gatekeeper-system";
 
-/// vapgen in coexist mode (`vapgen run --manage-crds`, scope sync on), one replica.
 fn template() -> Value {
     owner_template(KIND, "rival")
 }
@@ -51,6 +50,7 @@ fn writes_since(audit_log: &Path, skip: usize) -> vapgen_tests::coexist::Writes 
     object_writes_since(audit_log, skip, |n| n.contains(&KIND.to_ascii_lowercase()))
 }
 
+/// vapgen in coexist mode (`vapgen run --manage-crds`, scope sync on), one replica.
 fn coexist_config() -> vapgen::controller::RunConfig {
     let mut cfg = test_config("rival");
     cfg.lease_name = VAPGEN_ID.into();
