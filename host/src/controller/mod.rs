@@ -300,32 +300,29 @@ pub async fn start(
         "leadership",
         runner::leadership(handles.clone()),
     ));
-    if let Some(w) = cfg.module_watch.clone() {
-        let events = module_watch::ModuleEvents::new(
+    // Events on vapgen's Pod (or its Lease), for the module watch and the rival watch.
+    let events = || {
+        module_watch::ModuleEvents::new(
             client.clone(),
             &cfg.identity,
             &cfg.lease_namespace,
             &cfg.lease_name,
-        );
+        )
+    };
+    if let Some(w) = cfg.module_watch.clone() {
         tasks.push(runner::supervise(
             &dead,
             &queue,
             "module-watch",
-            module_watch::run(handles.clone(), wasm_runtime, w, active_sha256, events),
+            module_watch::run(handles.clone(), wasm_runtime, w, active_sha256, events()),
         ));
     }
     if rivals.is_some() {
-        let events = module_watch::ModuleEvents::new(
-            client.clone(),
-            &cfg.identity,
-            &cfg.lease_namespace,
-            &cfg.lease_name,
-        );
         tasks.push(runner::supervise(
             &dead,
             &queue,
             "rival-generators",
-            runner::rivals(handles.clone(), events),
+            runner::rivals(handles.clone(), events()),
         ));
     }
     tasks.push(runner::supervise(
