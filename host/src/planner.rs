@@ -327,6 +327,12 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
                 .push(PlanError::new(subject, &c.origin, why.to_string()));
             continue;
         }
+        if let Err(why) = check_selectors(&c.object) {
+            report
+                .problems
+                .push(PlanError::new(subject, &c.origin, why.to_string()));
+            continue;
+        }
         constraint_names.insert((kind, name), &c.origin);
         by_kind.entry(kind).or_default().push(c);
     }
@@ -365,6 +371,71 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
         })
         .collect();
     report
+}
+
+/// Why a constraint's `spec.match` selector is no label selector: Gatekeeper's webhook refuses
+/// such a constraint (apimachinery's label selector validation), so it never exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SelectorError {
+    /// The field, e.g. `spec.match.labelSelector.matchExpressions[0].values`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Checks `spec.match.labelSelector` and `spec.match.namespaceSelector` of a constraint as the
+/// API server checks a label selector's expressions: `In`/`NotIn` need values,
+/// `Exists`/`DoesNotExist` take none, no other operator, a key is given. (Keys and values are
+/// not checked for the label syntax.)
+pub fn check_selectors(constraint: &Value) -> Result<(), SelectorError> {
+    for sel in ["labelSelector", "namespaceSelector"] {
+        let Some(exprs) = constraint
+            .pointer(&format!("/spec/match/{sel}/matchExpressions"))
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        for (i, e) in exprs.iter().enumerate() {
+            let at = format!("spec.match.{sel}.matchExpressions[{i}]");
+            let values = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let fail = |field: &str, problem: &str| SelectorError {
+                field: format!("{at}{field}"),
+                problem: problem.to_string(),
+            };
+            if e.get("key")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(fail(".key", "Required value"));
+            }
+            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" | "NotIn" if values == 0 => {
+                    return Err(fail(
+                        ".values",
+                        "Required value: must be specified when `operator` is 'In' or 'NotIn'",
+                    ));
+                }
+                "Exists" | "DoesNotExist" if values > 0 => {
+                    return Err(fail(
+                        ".values",
+                        "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    ));
+                }
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => {
+                    return Err(fail(
+                        ".operator",
+                        &format!("Invalid value: {other:?}: not a valid selector operator"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why a name is no valid object name (see [`check_name`]).

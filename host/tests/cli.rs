@@ -213,6 +213,57 @@ fn plan_refuses_empty_duplicate_and_invalid_input() {
     }
 }
 
+/// A selector Gatekeeper's webhook refuses is an input error, as for Gatekeeper (the
+/// constraint never exists); a valid one is planned.
+#[test]
+fn plan_refuses_selectors_that_are_no_label_selectors() {
+    let constraint = |expr: &str| {
+        format!(
+            "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\n\
+             metadata:\n  name: sel\nspec:\n  match:\n    namespaceSelector:\n      \
+             matchExpressions: [{expr}]\n  parameters:\n    labels: [a]\n"
+        )
+    };
+    for (expr, field) in [
+        (
+            "{key: env, operator: Bogus}",
+            "matchExpressions[0].operator",
+        ),
+        ("{key: env, operator: In}", "matchExpressions[0].values"),
+        (
+            "{key: env, operator: Exists, values: [a]}",
+            "matchExpressions[0].values",
+        ),
+    ] {
+        let (code, out, err) = vapgen(
+            &["plan", "-f", "requiredlabels/template.yaml", "-f", "-"],
+            &constraint(expr),
+        );
+        assert_eq!(code, 1, "{expr}: {err}");
+        assert!(
+            err.contains(&format!("spec.match.namespaceSelector.{field}")),
+            "{expr}: {err}"
+        );
+        assert!(
+            !kinds(&out)
+                .iter()
+                .any(|k| k == "ValidatingAdmissionPolicyBinding"),
+            "{expr}: a binding was rendered: {out}"
+        );
+    }
+    let (code, out, err) = vapgen(
+        &["plan", "-f", "requiredlabels/template.yaml", "-f", "-"],
+        &constraint("{key: env, operator: In, values: [prod]}"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        kinds(&out)
+            .iter()
+            .any(|k| k == "ValidatingAdmissionPolicyBinding"),
+        "{out}"
+    );
+}
+
 /// YAML 1.1 booleans as kubectl reads them: `generateVAP: no` opts the template out.
 #[test]
 fn plan_reads_yaml_1_1_booleans_as_kubectl() {

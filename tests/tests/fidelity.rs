@@ -1298,11 +1298,6 @@ fn classify_binding(
         {
             Some("constraint.crd-schema")
         }
-        ("error", "none" | "bound")
-            if err.contains("spec.labelSelector") || err.contains("spec.namespaceSelector") =>
-        {
-            Some("constraint.selector-validation")
-        }
         ("error", "none") if template_class != "generated" => Some("binding.template-error-quiet"),
         ("bound", "none") if template_class == "transformError" => {
             Some("binding.template-transform-error")
@@ -1509,7 +1504,6 @@ fn divergences_table_is_well_formed() {
         "template.no-validations",
         "template.content-checks",
         "constraint.crd-schema",
-        "constraint.selector-validation",
         "binding.template-error-quiet",
         "binding.template-transform-error",
     ] {
