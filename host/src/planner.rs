@@ -327,7 +327,7 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
                 .push(PlanError::new(subject, &c.origin, why.to_string()));
             continue;
         }
-        if let Err(why) = check_selectors(&c.object) {
+        if let Err(why) = check_selectors(&c.object).and_then(|()| check_match(&c.object)) {
             report
                 .problems
                 .push(PlanError::new(subject, &c.origin, why.to_string()));
@@ -373,11 +373,12 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
     report
 }
 
-/// Why a constraint's `spec.match` selector is no label selector: Gatekeeper's webhook refuses
-/// such a constraint (apimachinery's label selector validation), so it never exists.
+/// Why a constraint's `spec.match` is refused where Gatekeeper runs: a selector that is no
+/// label selector (its webhook), or a field its constraint CRD's schema refuses. Such a
+/// constraint never exists there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
-pub struct SelectorError {
+pub struct MatchError {
     /// The field, e.g. `spec.match.labelSelector.matchExpressions[0].values`.
     pub field: String,
     /// What is wrong with it.
@@ -388,7 +389,7 @@ pub struct SelectorError {
 /// API server checks a label selector's expressions: `In`/`NotIn` need values,
 /// `Exists`/`DoesNotExist` take none, no other operator, a key is given. (Keys and values are
 /// not checked for the label syntax.)
-pub fn check_selectors(constraint: &Value) -> Result<(), SelectorError> {
+pub fn check_selectors(constraint: &Value) -> Result<(), MatchError> {
     for sel in ["labelSelector", "namespaceSelector"] {
         let Some(exprs) = constraint
             .pointer(&format!("/spec/match/{sel}/matchExpressions"))
@@ -402,7 +403,7 @@ pub fn check_selectors(constraint: &Value) -> Result<(), SelectorError> {
                 .get("values")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            let fail = |field: &str, problem: &str| SelectorError {
+            let fail = |field: &str, problem: &str| MatchError {
                 field: format!("{at}{field}"),
                 problem: problem.to_string(),
             };
@@ -433,6 +434,114 @@ pub fn check_selectors(constraint: &Value) -> Result<(), SelectorError> {
                     ));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `glob` matches Gatekeeper's wildcard pattern `^\*?[-:a-z0-9]*\*?$` (the
+/// constraint CRD's for `match.namespaces`, `excludedNamespaces` and `name`).
+fn is_glob(glob: &str) -> bool {
+    let g = glob.strip_prefix('*').unwrap_or(glob);
+    let g = g.strip_suffix('*').unwrap_or(g);
+    g.bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b':')
+}
+
+/// Checks the fields of `spec.match` that Gatekeeper's constraint CRD types ([`crd`]'s schema):
+/// `kinds` a list of objects with string lists, `namespaces`/`excludedNamespaces` lists of
+/// strings and `name` a string, each by the wildcard pattern, `scope` a string, `source` one
+/// of `All`, `Generated`, `Original`. (Parameters are not checked against the template's
+/// schema; the API server does that where the CRD exists.)
+pub fn check_match(constraint: &Value) -> Result<(), MatchError> {
+    let Some(m) = constraint.pointer("/spec/match").filter(|m| !m.is_null()) else {
+        return Ok(());
+    };
+    let fail = |field: String, problem: String| Err(MatchError { field, problem });
+    let type_name = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let Some(m) = m.as_object() else {
+        return fail(
+            "spec.match".into(),
+            format!(
+                "Invalid value: \"{}\": must be of type object",
+                type_name(m)
+            ),
+        );
+    };
+    let wrong_type = |field: String, v: &Value, want: &str| {
+        fail(
+            field,
+            format!(
+                "Invalid value: \"{}\": must be of type {want}",
+                type_name(v)
+            ),
+        )
+    };
+    let glob = |field: String, v: &Value| match v.as_str() {
+        None => wrong_type(field, v, "string"),
+        Some(g) if !is_glob(g) => fail(
+            field,
+            format!("Invalid value: {g:?}: should match '^\\*?[-:a-z0-9]*\\*?$'"),
+        ),
+        Some(_) => Ok(()),
+    };
+    for (key, v) in m {
+        let field = format!("spec.match.{key}");
+        if v.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "kinds" => {
+                let Some(items) = v.as_array() else {
+                    return wrong_type(field, v, "array");
+                };
+                for (i, k) in items.iter().enumerate() {
+                    let Some(k) = k.as_object() else {
+                        return wrong_type(format!("{field}[{i}]"), k, "object");
+                    };
+                    for list in ["apiGroups", "kinds"] {
+                        let Some(l) = k.get(list).filter(|l| !l.is_null()) else {
+                            continue;
+                        };
+                        let Some(l) = l.as_array() else {
+                            return wrong_type(format!("{field}[{i}].{list}"), l, "array");
+                        };
+                        if let Some((j, s)) = l.iter().enumerate().find(|(_, s)| !s.is_string()) {
+                            return wrong_type(format!("{field}[{i}].{list}[{j}]"), s, "string");
+                        }
+                    }
+                }
+            }
+            "namespaces" | "excludedNamespaces" => {
+                let Some(items) = v.as_array() else {
+                    return wrong_type(field, v, "array");
+                };
+                for (i, g) in items.iter().enumerate() {
+                    glob(format!("{field}[{i}]"), g)?;
+                }
+            }
+            "name" => glob(field, v)?,
+            "scope" if !v.is_string() => return wrong_type(field, v, "string"),
+            "source" => match v.as_str() {
+                Some("All" | "Generated" | "Original") => {}
+                Some(other) => {
+                    return fail(
+                        field,
+                        format!(
+                            "Unsupported value: {other:?}: supported values: \"All\", \"Generated\", \"Original\""
+                        ),
+                    );
+                }
+                None => return wrong_type(field, v, "string"),
+            },
+            _ => {}
         }
     }
     Ok(())

@@ -264,6 +264,51 @@ fn plan_refuses_selectors_that_are_no_label_selectors() {
     );
 }
 
+/// What Gatekeeper's constraint CRD refuses in `spec.match` is an input error too: globs off its
+/// wildcard pattern, `kinds` that is no list, an unknown `source`; `**` fits the pattern.
+#[test]
+fn plan_refuses_what_the_constraint_crd_refuses_in_match() {
+    let constraint = |m: &str| {
+        format!(
+            "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\n\
+             metadata:\n  name: m\nspec:\n  match: {m}\n  parameters:\n    labels: [a]\n"
+        )
+    };
+    let plan = |m: &str| {
+        vapgen(
+            &["plan", "-f", "requiredlabels/template.yaml", "-f", "-"],
+            &constraint(m),
+        )
+    };
+    for (m, field) in [
+        ("{namespaces: [prod, a*b]}", "spec.match.namespaces[1]"),
+        (
+            "{excludedNamespaces: [Prod]}",
+            "spec.match.excludedNamespaces[0]",
+        ),
+        ("{name: kube_system}", "spec.match.name"),
+        ("{kinds: {kinds: [Pod]}}", "spec.match.kinds"),
+        ("{source: Elsewhere}", "spec.match.source"),
+    ] {
+        let (code, _, err) = plan(m);
+        assert_eq!(code, 1, "{m}: {err}");
+        assert!(err.contains(field), "{m}: {err}");
+    }
+    for m in [
+        "{namespaces: ['**', 'kube-*', '*-system', 'a:b']}",
+        "{kinds: [{apiGroups: [''], kinds: [Pod]}], scope: Namespaced, source: All}",
+    ] {
+        let (code, out, err) = plan(m);
+        assert_eq!(code, 0, "{m}: {err}");
+        assert!(
+            kinds(&out)
+                .iter()
+                .any(|k| k == "ValidatingAdmissionPolicyBinding"),
+            "{m}: {out}"
+        );
+    }
+}
+
 /// YAML 1.1 booleans as kubectl reads them: `generateVAP: no` opts the template out.
 #[test]
 fn plan_reads_yaml_1_1_booleans_as_kubectl() {
