@@ -160,24 +160,8 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
     let audit = cp.audit_log();
 
     // --- 1. Gatekeeper generates -----------------------------------------------------------------
-    apply(&client, &template_resource(), &template()).await;
-    apply_constraint(&client, &constraint(&ns)).await;
-    let gk_vap = wait_object(
-        &client,
-        &vap_resource(),
-        &policy,
-        "Gatekeeper's VAP",
-        |_| true,
-    )
-    .await;
-    let gk_vapb = wait_object(
-        &client,
-        &vapb_resource(),
-        &binding,
-        "Gatekeeper's binding",
-        |_| true,
-    )
-    .await;
+    let (gk_vap, gk_vapb) =
+        gatekeeper_generates(&client, &template(), &constraint(&ns), &policy, &binding).await;
     let gk_crd = get(&client, &crd_resource(), &crd_name)
         .await
         .expect("Gatekeeper's constraint CRD");

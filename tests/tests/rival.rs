@@ -166,24 +166,8 @@ async fn vapgen_yields_to_a_generating_gatekeeper_and_resumes_when_it_stops() {
         .to_owned();
 
     // --- 1. Gatekeeper generates ------------------------------------------------------------------
-    apply(&client, &template_resource(), &template()).await;
-    apply_constraint(&client, &constraint(&ns)).await;
-    let gk_vap = wait_object(
-        &client,
-        &vap_resource(),
-        &policy,
-        "Gatekeeper's VAP",
-        |_| true,
-    )
-    .await;
-    let gk_vapb = wait_object(
-        &client,
-        &vapb_resource(),
-        &binding,
-        "Gatekeeper's binding",
-        |_| true,
-    )
-    .await;
+    let (gk_vap, gk_vapb) =
+        gatekeeper_generates(&client, &template(), &constraint(&ns), &policy, &binding).await;
     wait_for(
         "Gatekeeper's per-pod status object listing generate",
         Duration::from_secs(60),

@@ -377,3 +377,30 @@ pub fn policy_name(kind: &str) -> String {
 pub async fn cleanup_template(client: &kube::Client, kind: &str) {
     delete(client, &template_resource(), &kind.to_ascii_lowercase()).await;
 }
+
+/// Applies `template` and `constraint` where Gatekeeper generates, and waits for its VAP
+/// `policy` and binding `binding`; returns both (coexist tests that start from Gatekeeper's
+/// objects).
+pub async fn gatekeeper_generates(
+    client: &kube::Client,
+    template: &Value,
+    constraint: &Value,
+    policy: &str,
+    binding: &str,
+) -> (Value, Value) {
+    apply(client, &template_resource(), template).await;
+    apply_constraint(client, constraint).await;
+    let vap = wait_object(client, &vap_resource(), policy, "Gatekeeper's VAP", |_| {
+        true
+    })
+    .await;
+    let vapb = wait_object(
+        client,
+        &vapb_resource(),
+        binding,
+        "Gatekeeper's binding",
+        |_| true,
+    )
+    .await;
+    (vap, vapb)
+}
