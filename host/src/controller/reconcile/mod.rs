@@ -181,8 +181,14 @@ pub fn yield_message(rivals: &[String]) -> String {
         rivals.join(", ")
     )
 }
-/// Delay between deleting a kind's policy and deleting its CRD (standalone mode).
-const CRD_GRACE: Duration = Duration::from_secs(5);
+/// Delay between deleting a kind's policy and deleting its CRD (standalone mode): the time
+/// the API server's admission plugin may take to drop a deleted policy and binding. Over 5 s
+/// was measured on the loaded 2-core CI machine (a new policy's paramKind took as long to be
+/// resolved), and with 5 s a deleted template's CRD went while the plugin still held its
+/// policy, so every request the policy matched was refused ("failed to configure policy") —
+/// other tests' namespace and template creates in tests/tests/controller.rs. A CRD left a
+/// little longer denies nothing.
+const CRD_GRACE: Duration = Duration::from_secs(15);
 
 impl<C: Cluster> Ctx<C> {
     /// The module settings a plan is made with now: the configured ones and, with scope sync
