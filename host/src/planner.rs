@@ -235,18 +235,15 @@ pub fn plan_with_scope_sync(
     };
     let mut settings = settings.clone();
     settings.scope_sync = Some(scope_inputs.into_scope_sync(opts.exempt_namespaces.clone()));
-    let rest = Inputs {
-        templates: inputs.templates.clone(),
-        constraints: inputs.constraints.clone(),
-        ignored: inputs
-            .ignored
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != vwc_at && Some(*i) != config_at)
-            .map(|(_, o)| o.clone())
-            .collect(),
-    };
-    let mut report = plan(decider, &settings, &rest);
+    let mut report = plan(decider, &settings, inputs);
+    // The two objects taken are inputs, not ignored ones: `plan` lists `inputs.ignored` in
+    // order, one line each, so drop their lines rather than copy every input without them.
+    let mut at = 0;
+    report.ignored.retain(|_| {
+        let taken = Some(at) == vwc_at || Some(at) == config_at;
+        at += 1;
+        !taken
+    });
     if vwc.is_some() || config.is_some() || !opts.exempt_namespaces.is_empty() {
         report.scope_sync = Some(used);
     }
