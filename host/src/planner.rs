@@ -485,7 +485,7 @@ pub fn check_match(constraint: &Value) -> Result<(), MatchError> {
         None => wrong_type(field, v, "string"),
         Some(g) if !is_glob(g) => fail(
             field,
-            format!("Invalid value: {g:?}: should match '^\\*?[-:a-z0-9]*\\*?$'"),
+            format!("Invalid value: {g:?}: should match '{}'", crd::GLOB_PATTERN),
         ),
         Some(_) => Ok(()),
     };
