@@ -78,23 +78,28 @@ pub(super) async fn delete_or_retry<C: Cluster>(
     }
 }
 
+/// The kind of template `name` when the template itself is not at hand: the record's, else
+/// (e.g. a new leader that never saw the template) its CRD's exact-case kind, else the
+/// template name, which is only the kind's lower-case form.
+pub(super) fn known_kind<C: Cluster>(ctx: &Ctx<C>, name: &str) -> String {
+    let known = match ctx.records.lock().expect("records lock").get(name) {
+        Lookup::Known(r) if !r.kind.is_empty() => Some(r.kind.clone()),
+        _ => None,
+    };
+    known
+        .or_else(|| {
+            let w = ctx.world.read().expect("world lock");
+            w.crds.get(name).map(|c| c.kind.clone())
+        })
+        .unwrap_or_else(|| name.to_string())
+}
+
 pub(super) async fn template_gone<C: Cluster>(
     ctx: &Ctx<C>,
     epoch: u64,
     name: &str,
 ) -> Result<Action, ReconcileError> {
-    let known = match ctx.records.lock().expect("records lock").get(name) {
-        Lookup::Known(r) if !r.kind.is_empty() => Some(r.kind.clone()),
-        _ => None,
-    };
-    // Unknown (e.g. a new leader that never saw the template): the exact-case kind is the
-    // CRD's; the template name is only its lower-case form.
-    let kind = known
-        .or_else(|| {
-            let w = ctx.world.read().expect("world lock");
-            w.crds.get(name).map(|c| c.kind.clone())
-        })
-        .unwrap_or_else(|| name.to_string());
+    let kind = known_kind(ctx, name);
     ctx.publish(
         epoch,
         name,

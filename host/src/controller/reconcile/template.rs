@@ -1,6 +1,6 @@
 //! The template reconciler: the decision of a kind, its VAP, its readiness and its CRD.
 
-use super::removal::{remove_kind_objects, template_gone};
+use super::removal::{known_kind, remove_kind_objects, template_gone};
 use super::*;
 
 /// Reconciles one ConstraintTemplate (and so the decision of its kind and its VAP).
@@ -99,18 +99,7 @@ async fn yield_to_rivals<C: Cluster>(
     let rivals: Vec<String> = rivals.into_iter().collect();
     let kind = template
         .and_then(snapshot::template_kind)
-        .map(str::to_string)
-        .or_else(
-            || match ctx.records.lock().expect("records lock").get(name) {
-                Lookup::Known(r) if !r.kind.is_empty() => Some(r.kind.clone()),
-                _ => None,
-            },
-        )
-        .or_else(|| {
-            let w = ctx.world.read().expect("world lock");
-            w.crds.get(name).map(|c| c.kind.clone())
-        })
-        .unwrap_or_else(|| name.to_string());
+        .map_or_else(|| known_kind(ctx, name), str::to_string);
     let record = DecisionRecord {
         decision: Decision::Yielded {
             rivals: rivals.clone(),
