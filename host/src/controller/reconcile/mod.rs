@@ -197,11 +197,7 @@ impl<C: Cluster> Ctx<C> {
         let mut s = self.settings.clone();
         if let Some(sync) = &self.config.scope_sync {
             let inputs = self.world.read().expect("world lock").scope_inputs();
-            s.scope_sync = Some(vapgen_guest::model::ScopeSync {
-                webhook: inputs.webhook,
-                excluded_namespaces: inputs.excluded_namespaces,
-                exempt_namespaces: sync.exempt_namespaces.clone(),
-            });
+            s.scope_sync = Some(inputs.into_scope_sync(sync.exempt_namespaces.clone()));
         }
         s
     }
