@@ -18,6 +18,18 @@ pub fn group_of(obj: &Value) -> &str {
     av.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
 }
 
+/// Whether a CRD's `Established` condition is `True` (its resource is served).
+pub fn is_established(crd: &Value) -> bool {
+    crd.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Established")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
 /// The object's `kind`.
 pub fn kind_of(obj: &Value) -> &str {
     obj.get("kind").and_then(Value::as_str).unwrap_or("")

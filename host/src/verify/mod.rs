@@ -478,15 +478,7 @@ impl Runner<'_> {
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|o| {
-                    o.data
-                        .pointer("/status/conditions")
-                        .and_then(Value::as_array)
-                        .is_some_and(|c| {
-                            c.iter()
-                                .any(|c| c["type"] == "Established" && c["status"] == "True")
-                        })
-                });
+                .is_some_and(|o| snapshot::is_established(&o.data));
             if established {
                 break;
             }

@@ -247,15 +247,7 @@ pub fn crd_info(obj: &Value) -> Option<CrdInfo> {
             .unwrap_or(&key)
             .to_string(),
         kind,
-        established: obj
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.get("type").and_then(Value::as_str) == Some("Established")
-                        && c.get("status").and_then(Value::as_str) == Some("True")
-                })
-            }),
+        established: snapshot::is_established(obj),
         uid: obj
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
