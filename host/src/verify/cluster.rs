@@ -8,8 +8,8 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 
-use super::FIELD_MANAGER;
 use super::error::{VerifyError, kube_message};
+use super::{CaseOp, FIELD_MANAGER};
 use crate::snapshot;
 
 pub(super) fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
@@ -101,8 +101,8 @@ pub(super) struct Prepared {
     pub(super) needle: Option<String>,
     pub(super) api: Api<DynamicObject>,
     pub(super) obj: Value,
-    /// For an `AdmissionReview`: the object was created, the case is an update.
-    pub(super) update: Option<Option<Value>>,
+    /// The request; for an update, the object was created in phase 1.
+    pub(super) op: CaseOp,
 }
 /// A dry-run create of `obj`; the error is the API server's answer (or why it has none).
 pub(super) async fn dry_run(api: &Api<DynamicObject>, obj: &Value) -> Result<(), kube::Error> {
@@ -114,32 +114,64 @@ pub(super) async fn dry_run(api: &Api<DynamicObject>, obj: &Value) -> Result<(),
     api.create(&pp, &o).await.map(|_| ())
 }
 
-/// The case's request: a dry-run create, or for an UPDATE a dry-run update of the object
-/// created in phase 1 (to the review's object, else with one label added).
+/// The case's request (see [`CaseOp`]), sent after [`stage_request`].
 pub(super) async fn send(p: &Prepared) -> Result<(), kube::Error> {
-    let name = snapshot::name_of(&p.obj).to_string();
+    send_request(&p.api, &p.obj, &p.op).await
+}
+
+/// Puts a case's object in place before anything binds it: for [`CaseOp::Create`] a dry-run
+/// create (an error: the API server refuses the object with no policy at all); otherwise the
+/// object is created, and an update's new object gets its metadata. `Ok(true)`: an object was
+/// created (delete it at the end).
+pub async fn stage_request(
+    api: &Api<DynamicObject>,
+    obj: &Value,
+    op: &mut CaseOp,
+) -> Result<bool, kube::Error> {
+    if *op == CaseOp::Create {
+        return dry_run(api, obj).await.map(|()| false);
+    }
+    let o: DynamicObject = serde_json::from_value(obj.clone()).map_err(kube::Error::SerdeError)?;
+    api.create(&PostParams::default(), &o).await?;
+    if let CaseOp::Update(Some(new)) = op {
+        new["metadata"] = obj["metadata"].clone();
+    }
+    Ok(true)
+}
+
+/// A case's request as a server-side dry run, after [`stage_request`]: a create of `obj`, an
+/// update of the existing object `obj`, or an update of its `ephemeralcontainers`
+/// subresource. The error is the API server's answer.
+pub async fn send_request(
+    api: &Api<DynamicObject>,
+    obj: &Value,
+    op: &CaseOp,
+) -> Result<(), kube::Error> {
+    let name = snapshot::name_of(obj).to_string();
     let pp = PatchParams {
         dry_run: true,
         ..PatchParams::default()
     };
-    match &p.update {
-        None => dry_run(&p.api, &p.obj).await,
-        Some(None) => {
+    match op {
+        CaseOp::Create => dry_run(api, obj).await,
+        CaseOp::Update(None) => {
             let patch = json!({"metadata": {"labels": {"vapgen.dev/verify-update": "1"}}});
-            p.api
-                .patch(&name, &pp, &Patch::Merge(&patch))
+            api.patch(&name, &pp, &Patch::Merge(&patch))
                 .await
                 .map(|_| ())
         }
-        Some(Some(new)) => {
+        CaseOp::Update(Some(new)) => {
             let mut new = new.clone();
             if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            p.api
-                .patch(&name, &pp, &Patch::Merge(&new))
+            api.patch(&name, &pp, &Patch::Merge(&new)).await.map(|_| ())
+        }
+        CaseOp::EphemeralContainers(containers) => {
+            let patch = json!({"spec": {"ephemeralContainers": containers}});
+            api.patch_subresource("ephemeralcontainers", &name, &pp, &Patch::Merge(&patch))
                 .await
-                .map(|_| ())
+                .map(|_: DynamicObject| ())
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::manifest::{self, SourcedObject};
 use crate::snapshot;
@@ -163,15 +163,182 @@ pub fn suite_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// The object of a case's file, relative to its suite's directory.
-pub(super) fn read_one(base: &Path, file: &str) -> Result<SourcedObject, VerifyError> {
+/// The object of a file named by a suite (a template, a constraint or a case object),
+/// relative to the suite's directory `base`.
+pub fn read_one(base: &Path, file: &str) -> Result<SourcedObject, VerifyError> {
     first_object(&base.join(file), "no object")
+}
+
+/// What a case sends to the API server, before `verify` names, labels and places the object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaseRequest {
+    /// The object of a create, or the object an update starts from.
+    pub object: Value,
+    /// The request.
+    pub op: CaseOp,
+}
+
+/// The request of a case.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CaseOp {
+    /// A dry-run create of the object.
+    Create,
+    /// An UPDATE `AdmissionReview`: the object is created first, then a dry-run update to the
+    /// review's object, or (`None`: the review has no `oldObject`) one label added.
+    Update(Option<Value>),
+    /// A Pod with `spec.ephemeralContainers`: the Pod is created without them first, then a
+    /// dry-run update of its `ephemeralcontainers` subresource adds these (what `kubectl debug`
+    /// sends; they cannot be set on create).
+    EphemeralContainers(Value),
+}
+
+/// The container a Pod gets when an ephemeral-containers case has none (a Pod needs one):
+/// unprivileged, all capabilities dropped, read-only root, RuntimeDefault seccomp, non-root.
+fn stand_in_container() -> Value {
+    json!({
+        "name": "vapgen-stand-in",
+        "image": "registry.k8s.io/pause:3.10",
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "privileged": false,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    })
+}
+
+/// Why a case sends nothing.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum CaseProblem {
+    /// A real API server cannot run the case (the reason says why).
+    #[error("{0}")]
+    Skip(String),
+    /// The case is broken (its file cannot be read, it has no object).
+    #[error("{0}")]
+    Fail(String),
+}
+
+/// The request of `case` (suite directory `base`): the object of its file, or for an
+/// `AdmissionReview` the create or update it stands for. Refused: `skip: true`, `inventory`
+/// (a VAP cannot read other objects), and operations other than CREATE and UPDATE (the
+/// generated policies match only those).
+pub fn case_request(base: &Path, case: &GatorCase) -> Result<CaseRequest, CaseProblem> {
+    if case.skip {
+        return Err(CaseProblem::Skip("skip: true in the suite".into()));
+    }
+    if !case.inventory.is_empty() {
+        return Err(CaseProblem::Skip(
+            "inventory (referential data): a VAP cannot read other objects".into(),
+        ));
+    }
+    let mut object = read_one(base, &case.object)
+        .map_err(|e| CaseProblem::Fail(e.to_string()))?
+        .object;
+    let mut op = CaseOp::Create;
+    if snapshot::kind_of(&object) == "AdmissionReview" {
+        let field = |o: &Value, p: &str| o.pointer(p).filter(|v| !v.is_null()).cloned();
+        match object
+            .pointer("/request/operation")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+        {
+            "UPDATE" => {
+                let new = field(&object, "/request/object").unwrap_or(Value::Null);
+                match field(&object, "/request/oldObject") {
+                    Some(old) => {
+                        op = CaseOp::Update(Some(new));
+                        object = old;
+                    }
+                    None => {
+                        op = CaseOp::Update(None);
+                        object = new;
+                    }
+                }
+            }
+            "CREATE" | "" => object = field(&object, "/request/object").unwrap_or(Value::Null),
+            other => {
+                return Err(CaseProblem::Skip(format!(
+                    "an AdmissionReview of operation {other}: generated policies match CREATE and UPDATE"
+                )));
+            }
+        }
+    }
+    if !object.is_object() {
+        return Err(CaseProblem::Fail("the case has no object".into()));
+    }
+    let ephemeral = object
+        .pointer_mut("/spec")
+        .and_then(Value::as_object_mut)
+        .and_then(|s| s.remove("ephemeralContainers"));
+    if let Some(containers) = ephemeral {
+        if op != CaseOp::Create {
+            return Err(CaseProblem::Skip(
+                "an UPDATE with ephemeral containers: they can only be added, through pods/ephemeralcontainers"
+                    .into(),
+            ));
+        }
+        op = CaseOp::EphemeralContainers(containers);
+        // A Pod needs a container: suites' ephemeral cases often have none. The stand-in is
+        // built to pass the library's pod-security checks, so that the verdict is the
+        // ephemeral containers'.
+        let spec = &mut object["spec"];
+        if spec["containers"].as_array().is_none_or(Vec::is_empty) {
+            spec["containers"] = json!([stand_in_container()]);
+        }
+    }
+    Ok(CaseRequest { object, op })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `case_request` of a case whose object file holds `object`.
+    fn request_of(object: &Value) -> Result<CaseRequest, CaseProblem> {
+        let dir = std::env::temp_dir().join(format!("vapgen-gator-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = format!(
+            "case-{}.json",
+            object["metadata"]["name"].as_str().unwrap_or("x")
+        );
+        std::fs::write(dir.join(&file), object.to_string()).unwrap();
+        let case: GatorCase = serde_json::from_value(json!({"name": "c", "object": file})).unwrap();
+        let r = case_request(&dir, &case);
+        let _ = std::fs::remove_file(dir.join(&file));
+        r
+    }
+
+    #[test]
+    fn requests_are_creates_updates_or_ephemeral_container_updates() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                         "spec": {"containers": [{"name": "a", "image": "i"}]}});
+        assert_eq!(request_of(&pod).unwrap().op, CaseOp::Create);
+
+        let new = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"x": "y"}}});
+        let review = json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "metadata": {"name": "r"},
+                            "request": {"operation": "UPDATE", "object": new, "oldObject": pod}});
+        let r = request_of(&review).unwrap();
+        assert_eq!((r.object, r.op), (pod.clone(), CaseOp::Update(Some(new))));
+
+        let delete = json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "metadata": {"name": "d"},
+                            "request": {"operation": "DELETE", "oldObject": pod}});
+        assert!(matches!(request_of(&delete), Err(CaseProblem::Skip(_))));
+
+        // Ephemeral containers only: they go to the subresource update, and the Pod gets the
+        // stand-in container it needs to exist.
+        let eph = json!([{"name": "debug", "image": "busybox"}]);
+        let only = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "e"},
+                          "spec": {"ephemeralContainers": eph}});
+        let r = request_of(&only).unwrap();
+        assert_eq!(r.op, CaseOp::EphemeralContainers(eph));
+        assert_eq!(
+            r.object["spec"],
+            json!({"containers": [stand_in_container()]})
+        );
+    }
 
     #[test]
     fn expectations_read_yes_no_and_counts() {

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
 use serde_json::{Value, json};
 use vapgen_guest::model::Settings;
@@ -50,11 +50,12 @@ mod gator;
 mod report;
 
 use cluster::*;
+pub use cluster::{send_request, stage_request};
 pub use error::VerifyError;
 use error::kube_message;
-use gator::read_one;
 pub use gator::{
-    GatorAssertion, GatorCase, GatorSuite, GatorTest, is_gator_suite, read_suite, suite_files,
+    CaseOp, CaseProblem, CaseRequest, GatorAssertion, GatorCase, GatorSuite, GatorTest,
+    case_request, is_gator_suite, read_one, read_suite, suite_files,
 };
 pub use report::{CaseRow, Report, Verdict};
 
@@ -543,73 +544,29 @@ impl Runner<'_> {
         // Phase 1, no binding: baseline every object; create the objects of UPDATE cases.
         let mut prepared = Vec::new();
         for (case, &row) in test.cases.iter().zip(rows) {
-            if case.skip {
-                self.set(row, Verdict::Skip, "-", "skip: true in the suite");
-                continue;
-            }
-            if !case.inventory.is_empty() {
-                self.set(
-                    row,
-                    Verdict::Skip,
-                    "-",
-                    "inventory (referential data): a VAP cannot read other objects",
-                );
-                continue;
-            }
-            let mut obj = match read_one(base, &case.object) {
-                Ok(o) => o.object,
-                Err(e) => {
-                    self.set(row, Verdict::Fail, "-", e.to_string());
+            let CaseRequest {
+                object: mut obj,
+                mut op,
+            } = match case_request(base, case) {
+                Ok(CaseRequest {
+                    op: CaseOp::EphemeralContainers(_),
+                    ..
+                }) => {
+                    // Needs the scope-sync rules (Gatekeeper's webhook rules list the
+                    // subresource); the default match rule has no subresources.
+                    self.set(row, Verdict::Skip, "-", "ephemeral containers cannot be set on create (subresource pods/ephemeralcontainers is not matched by the generated rules)");
+                    continue;
+                }
+                Ok(r) => r,
+                Err(CaseProblem::Skip(why)) => {
+                    self.set(row, Verdict::Skip, "-", why);
+                    continue;
+                }
+                Err(CaseProblem::Fail(why)) => {
+                    self.set(row, Verdict::Fail, "-", why);
                     continue;
                 }
             };
-            let mut update = None;
-            if snapshot::kind_of(&obj) == "AdmissionReview" {
-                let op = obj
-                    .pointer("/request/operation")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                match op {
-                    "UPDATE" => {
-                        let old = obj
-                            .pointer("/request/oldObject")
-                            .filter(|o| !o.is_null())
-                            .cloned();
-                        let new = obj
-                            .pointer("/request/object")
-                            .cloned()
-                            .unwrap_or(Value::Null);
-                        match old {
-                            Some(old) => {
-                                update = Some(Some(new));
-                                obj = old;
-                            }
-                            None => {
-                                update = Some(None);
-                                obj = new;
-                            }
-                        }
-                    }
-                    "CREATE" | "" => {
-                        obj = obj
-                            .pointer("/request/object")
-                            .cloned()
-                            .unwrap_or(Value::Null);
-                    }
-                    other => {
-                        self.set(row, Verdict::Skip, "-", format!("an AdmissionReview of operation {other}: generated policies match CREATE and UPDATE"));
-                        continue;
-                    }
-                }
-            }
-            if !obj.is_object() {
-                self.set(row, Verdict::Fail, "-", "the case has no object");
-                continue;
-            }
-            if obj.pointer("/spec/ephemeralContainers").is_some() {
-                self.set(row, Verdict::Skip, "-", "ephemeral containers cannot be set on create (subresource pods/ephemeralcontainers is not matched by the generated rules)");
-                continue;
-            }
             self.serial += 1;
             let name = format!(
                 "{}-{}",
@@ -634,38 +591,24 @@ impl Runner<'_> {
                 }
             };
             let (violated, needle) = case.expectation();
-            if let Some(new) = &mut update {
-                let o: DynamicObject = serde_json::from_value(obj.clone())
-                    .map_err(|e| VerifyError::Input(format!("the case's object: {e}")))?;
-                match api.create(&PostParams::default(), &o).await {
-                    Ok(_) => scope.push(api.clone(), &name, snapshot::kind_of(&obj).to_string()),
-                    Err(e) => {
-                        self.set(
-                            row,
-                            Verdict::Skip,
-                            "-",
-                            format!(
-                                "the object of the UPDATE cannot be created: {}",
-                                kube_message(&e)
-                            ),
-                        );
-                        continue;
-                    }
+            let staged = stage_request(&api, &obj, &mut op).await;
+            match staged {
+                Ok(true) => scope.push(api.clone(), &name, snapshot::kind_of(&obj).to_string()),
+                Ok(false) => {}
+                Err(e) => {
+                    let why = if op == CaseOp::Create {
+                        "rejected by the API server without any policy"
+                    } else {
+                        "the object of the UPDATE cannot be created"
+                    };
+                    self.set(
+                        row,
+                        Verdict::Skip,
+                        "-",
+                        format!("{why}: {}", kube_message(&e)),
+                    );
+                    continue;
                 }
-                if let Some(n) = new {
-                    n["metadata"] = obj["metadata"].clone();
-                }
-            } else if let Err(e) = dry_run(&api, &obj).await {
-                self.set(
-                    row,
-                    Verdict::Skip,
-                    "-",
-                    format!(
-                        "rejected by the API server without any policy: {}",
-                        kube_message(&e)
-                    ),
-                );
-                continue;
             }
             prepared.push(Prepared {
                 row,
@@ -673,7 +616,7 @@ impl Runner<'_> {
                 needle,
                 api,
                 obj,
-                update,
+                op,
             });
         }
         if prepared.is_empty() {
