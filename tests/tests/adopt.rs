@@ -67,18 +67,6 @@ fn violating(ns: &str) -> ConfigMap {
     }
 }
 
-/// vapgen in coexist mode: `vapgen run --manage-crds` with scope sync (its default), its own
-/// namespace exempt; one replica without leader election.
-fn coexist_config() -> vapgen::controller::RunConfig {
-    let mut cfg = test_config("adopt");
-    // `vapgen run`'s Lease name: the id of vapgen's entries in Gatekeeper's status.byPod.
-    cfg.lease_name = "vapgen".into();
-    cfg.reconcile.manage_crds = true;
-    cfg.reconcile.exempt_namespaces = vec![SYSTEM_NAMESPACE.to_owned()];
-    cfg.reconcile.scope_sync = Some(vapgen::controller::reconcile::ScopeSyncConfig::default());
-    cfg
-}
-
 /// Gatekeeper as vapgen's coexist mode wants it: `generate` off, and
 /// `--default-create-vap-binding-for-constraints=false`. Without that flag a Gatekeeper pod
 /// starting without `generate` deleted the binding of a live constraint it had generated (2 runs
@@ -203,9 +191,13 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
     let wasm = Runtime::new(RuntimeConfig::default()).expect("wasm runtime");
     let decider = wasm.load_bundled().expect("bundled module");
     let vapgen_start = Instant::now();
-    let controller = vapgen::controller::start(client.clone(), decider, coexist_config())
-        .await
-        .expect("start vapgen");
+    let controller = vapgen::controller::start(
+        client.clone(),
+        decider,
+        coexist_config("adopt", "vapgen", &[]),
+    )
+    .await
+    .expect("start vapgen");
     let vap = wait_object(
         &client,
         &vap_resource(),

@@ -137,20 +137,6 @@ fn is_gatekeeper(user_agent: &str) -> bool {
     user_agent.starts_with("gatekeeper")
 }
 
-/// vapgen's configuration in coexist mode: `vapgen run --manage-crds` (the coexist overlay and
-/// chart), its own namespace exempt; one replica without leader election.
-fn coexist_config() -> vapgen::controller::RunConfig {
-    let mut cfg = test_config("coexist");
-    cfg.reconcile.manage_crds = true;
-    cfg.reconcile.exempt_namespaces = vec![SYSTEM_NAMESPACE.to_owned()];
-    // Scope sync on, `vapgen run`'s default, with Gatekeeper's names.
-    cfg.reconcile.scope_sync = Some(vapgen::controller::reconcile::ScopeSyncConfig {
-        exempt_namespaces: vec![EXEMPT.to_owned()],
-        ..Default::default()
-    });
-    cfg
-}
-
 /// The namespace given to scope sync as exempt (Gatekeeper's `--exempt-namespace`).
 const EXEMPT: &str = "coexist-exempt";
 
@@ -386,9 +372,13 @@ async fn vapgen_generates_beside_the_real_gatekeeper() {
     let wasm = Runtime::new(RuntimeConfig::default()).expect("wasm runtime");
     let decider = wasm.load_bundled().expect("bundled module");
     let vapgen_start = Instant::now();
-    let controller = vapgen::controller::start(client.clone(), decider, coexist_config())
-        .await
-        .expect("start vapgen");
+    let controller = vapgen::controller::start(
+        client.clone(),
+        decider,
+        coexist_config("coexist", "vapgen-tests", &[EXEMPT]),
+    )
+    .await
+    .expect("start vapgen");
     let crd = wait_object(
         &client,
         &crd_resource(),

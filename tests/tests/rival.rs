@@ -50,16 +50,6 @@ fn writes_since(audit_log: &Path, skip: usize) -> vapgen_tests::coexist::Writes 
     object_writes_since(audit_log, skip, |n| n.contains(&KIND.to_ascii_lowercase()))
 }
 
-/// vapgen in coexist mode (`vapgen run --manage-crds`, scope sync on), one replica.
-fn coexist_config() -> vapgen::controller::RunConfig {
-    let mut cfg = test_config("rival");
-    cfg.lease_name = VAPGEN_ID.into();
-    cfg.reconcile.manage_crds = true;
-    cfg.reconcile.exempt_namespaces = vec![SYSTEM_NAMESPACE.to_owned()];
-    cfg.reconcile.scope_sync = Some(vapgen::controller::reconcile::ScopeSyncConfig::default());
-    cfg
-}
-
 fn template_pod_statuses(client: &kube::Client) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(
@@ -192,9 +182,13 @@ async fn vapgen_yields_to_a_generating_gatekeeper_and_resumes_when_it_stops() {
     let wasm = Runtime::new(RuntimeConfig::default()).expect("wasm runtime");
     let decider = wasm.load_bundled().expect("bundled module");
     let start = Instant::now();
-    let controller = vapgen::controller::start(client.clone(), decider, coexist_config())
-        .await
-        .expect("start vapgen");
+    let controller = vapgen::controller::start(
+        client.clone(),
+        decider,
+        coexist_config("rival", VAPGEN_ID, &[]),
+    )
+    .await
+    .expect("start vapgen");
     let h = controller.handles.clone();
     wait_for(
         "vapgen_rival_generators 1",

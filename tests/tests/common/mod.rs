@@ -47,6 +47,22 @@ pub fn test_config(identity: &str) -> RunConfig {
     }
 }
 
+/// vapgen in coexist mode (`vapgen run --manage-crds`, scope sync on with `scope_exempt` as
+/// its exempt namespaces), its own namespace exempt, one replica without leader election;
+/// `lease` is the id of vapgen's entries in Gatekeeper's `status.byPod` (`vapgen run`'s
+/// default: `vapgen`).
+pub fn coexist_config(identity: &str, lease: &str, scope_exempt: &[&str]) -> RunConfig {
+    let mut cfg = test_config(identity);
+    cfg.lease_name = lease.into();
+    cfg.reconcile.manage_crds = true;
+    cfg.reconcile.exempt_namespaces = vec![SYSTEM_NAMESPACE.to_owned()];
+    cfg.reconcile.scope_sync = Some(vapgen::controller::reconcile::ScopeSyncConfig {
+        exempt_namespaces: scope_exempt.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    });
+    cfg
+}
+
 /// Installs the ConstraintTemplate CRD (deploy/crds) and the system namespace, idempotently.
 pub async fn prepare_cluster(client: &kube::Client) {
     vapgen_tests::install_template_crd(client, SYSTEM_NAMESPACE).await;
