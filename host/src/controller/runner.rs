@@ -103,17 +103,34 @@ pub(super) async fn housekeeping(h: Handles, resync: Duration) {
 /// news): the gauge `vapgen_rival_generators`, a warning in the log and a Warning Event on
 /// vapgen's Pod (or Lease), once per change of the set of rivals.
 pub(super) async fn rivals(h: Handles, events: super::module_watch::ModuleEvents) {
+    // What the log and the gauge last said (every replica), and what the Events last said
+    // (the leader only: each replica would repeat them).
     let mut last = std::collections::BTreeSet::new();
+    let mut announced: Option<std::collections::BTreeSet<String>> = None;
     loop {
         let now = h.world.read().expect("world").rival_generators();
+        let ids: Vec<String> = now.iter().cloned().collect();
         if now != last {
             h.metrics.rival_generators(now.len());
-            let ids: Vec<String> = now.iter().cloned().collect();
             if now.is_empty() {
                 tracing::info!(
                     was = ?last,
                     "no Gatekeeper pod runs the generate operation any more; vapgen re-plans every kind and writes again"
                 );
+            } else {
+                let message = super::reconcile::yield_message(&ids);
+                tracing::warn!(rivals = ?ids, "{message}");
+            }
+            last = now.clone();
+        }
+        // A replica that becomes leader while a rival runs says so once.
+        if h.leader.is_leader() && announced.as_ref() != Some(&now) {
+            if !now.is_empty() {
+                let message = super::reconcile::yield_message(&ids);
+                events
+                    .publish_as("DetectRivalGenerator", true, "RivalGenerator", &message)
+                    .await;
+            } else if announced.is_some() {
                 events
                     .publish_as(
                         "DetectRivalGenerator",
@@ -122,14 +139,8 @@ pub(super) async fn rivals(h: Handles, events: super::module_watch::ModuleEvents
                         "no Gatekeeper pod runs the generate operation any more; vapgen writes its ValidatingAdmissionPolicies and bindings again",
                     )
                     .await;
-            } else {
-                let message = super::reconcile::yield_message(&ids);
-                tracing::warn!(rivals = ?ids, "{message}");
-                events
-                    .publish_as("DetectRivalGenerator", true, "RivalGenerator", &message)
-                    .await;
             }
-            last = now;
+            announced = Some(now);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
