@@ -26,6 +26,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
+use vapgen::controller::podstatus::dash_packer;
 use vapgen::runtime::{Runtime, RuntimeConfig};
 use vapgen_tests::coexist::{
     VAPGEN_MATCH_TEXT, audit_lines, by_pod, object_writes_since, owner_constraint, owner_template,
@@ -337,6 +338,82 @@ async fn vapgen_adopts_gatekeepers_objects_without_a_gap() {
             .as_str()
             .is_some_and(|m| !m.is_empty()),
         "{entry}"
+    );
+
+    // vapgen's status objects have no owner to be collected with: vapgen deletes them when
+    // their template or constraint goes.
+    let statuses = |kind: &str, plural: &str| {
+        Api::<kube::api::DynamicObject>::namespaced_with(
+            client.clone(),
+            "gatekeeper-system",
+            &kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("status.gatekeeper.sh", "v1beta1", kind),
+                plural,
+            ),
+        )
+    };
+    let template_statuses = statuses(
+        "ConstraintTemplatePodStatus",
+        "constrainttemplatepodstatuses",
+    );
+    let bad_status = dash_packer(&["vapgen", &BAD_KIND.to_ascii_lowercase()]).expect("name");
+    assert!(
+        template_statuses
+            .get_opt(&bad_status)
+            .await
+            .expect("get")
+            .is_some(),
+        "vapgen's status object {bad_status} of the bad template"
+    );
+    delete(
+        &client,
+        &template_resource(),
+        &BAD_KIND.to_ascii_lowercase(),
+    )
+    .await;
+    let mut second = constraint(&ns);
+    second["metadata"]["name"] = json!("second");
+    apply_constraint(&client, &second).await;
+    let constraint_statuses = statuses("ConstraintPodStatus", "constraintpodstatuses");
+    let second_status =
+        dash_packer(&["vapgen", &KIND.to_ascii_lowercase(), "second"]).expect("name");
+    wait_for(
+        "vapgen's status object of the second constraint",
+        Duration::from_secs(30),
+        || async {
+            constraint_statuses
+                .get_opt(&second_status)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        },
+    )
+    .await;
+    delete(&client, &constraint_resource(KIND), "second").await;
+    let gone = Instant::now();
+    wait_for(
+        "vapgen's status objects of the deleted template and constraint to go",
+        Duration::from_secs(30),
+        || async {
+            template_statuses
+                .get_opt(&bad_status)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                && constraint_statuses
+                    .get_opt(&second_status)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+        },
+    )
+    .await;
+    eprintln!(
+        "adopt: vapgen deleted its status objects of a deleted template and constraint within {:.1} s",
+        gone.elapsed().as_secs_f64()
     );
 
     // --- 3. the reverse switch: vapgen off, Gatekeeper's generate on -------------------------------

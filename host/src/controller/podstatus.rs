@@ -76,6 +76,18 @@ fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The kind and name of the status object of `target`; `None` when the names do not pack.
+pub fn object_name(cfg: &PodStatusConfig, target: &StatusTarget) -> Option<(Kind, String)> {
+    let (kind, name) = match target {
+        StatusTarget::Template(t) => (Kind::Template, dash_packer(&[&cfg.id, t.as_str()])?),
+        StatusTarget::Constraint { kind, name } => (
+            Kind::Constraint,
+            dash_packer(&[&cfg.id, &kind.to_ascii_lowercase(), name.as_str()])?,
+        ),
+    };
+    (name.len() <= 253).then_some((kind, name))
+}
+
 /// The status object for a template or constraint whose vapgen status is `status` (the value
 /// of `status.vapgen`), `live` the object as cached. `None` when the names do not pack.
 pub fn status_object(
@@ -99,7 +111,8 @@ pub fn status_object(
     let mut labels = serde_json::Map::new();
     labels.insert("internal.gatekeeper.sh/pod".into(), json!(cfg.id));
     labels.insert("app.kubernetes.io/managed-by".into(), json!("vapgen"));
-    let (kind, name, body) = match target {
+    let (_, name) = object_name(cfg, target)?;
+    let (kind, body) = match target {
         StatusTarget::Template(t) => {
             labels.insert(
                 "internal.gatekeeper.sh/constrainttemplate-name".into(),
@@ -137,7 +150,7 @@ pub fn status_object(
                 "errors": errors,
                 "vapGenerationStatus": vap,
             });
-            (Kind::Template, dash_packer(&[&cfg.id, t.as_str()])?, body)
+            (Kind::Template, body)
         }
         StatusTarget::Constraint { kind, name } => {
             let lower = kind.to_ascii_lowercase();
@@ -156,16 +169,9 @@ pub fn status_object(
                 "observedGeneration": generation,
                 "enforcementPointsStatus": status.get("enforcementPointsStatus"),
             });
-            (
-                Kind::Constraint,
-                dash_packer(&[&cfg.id, &lower, name.as_str()])?,
-                body,
-            )
+            (Kind::Constraint, body)
         }
     };
-    if name.len() > 253 {
-        return None;
-    }
     let mut obj = json!({
         "apiVersion": "status.gatekeeper.sh/v1beta1",
         "kind": kind.kind(),
@@ -226,7 +232,15 @@ impl Kind {
 pub struct PodStatusObserver {
     inner: Arc<dyn Observer>,
     cfg: PodStatusConfig,
-    tx: mpsc::UnboundedSender<(Kind, Value)>,
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+/// What the writing task does.
+enum Message {
+    /// Apply the object (unless it is what was last applied).
+    Apply(Kind, Value),
+    /// Delete the object of this name.
+    Delete(Kind, String),
 }
 
 impl PodStatusObserver {
@@ -248,17 +262,20 @@ impl Observer for PodStatusObserver {
     }
 
     fn status(&self, target: &StatusTarget, live: &Value, status: &Value) {
-        if let Some(o) = status_object(&self.cfg, target, live, status) {
-            let _ = self.tx.send(o);
+        if let Some((kind, o)) = status_object(&self.cfg, target, live, status) {
+            let _ = self.tx.send(Message::Apply(kind, o));
+        }
+    }
+
+    fn gone(&self, target: &StatusTarget) {
+        self.inner.gone(target);
+        if let Some((kind, name)) = object_name(&self.cfg, target) {
+            let _ = self.tx.send(Message::Delete(kind, name));
         }
     }
 }
 
-async fn run(
-    client: kube::Client,
-    namespace: String,
-    mut rx: mpsc::UnboundedReceiver<(Kind, Value)>,
-) {
+async fn run(client: kube::Client, namespace: String, mut rx: mpsc::UnboundedReceiver<Message>) {
     // What was last applied (or last failed) per object name: nothing is written twice, and
     // a failure is logged once until the content changes.
     let mut last: HashMap<String, Value> = HashMap::new();
@@ -266,9 +283,14 @@ async fn run(
     // Whether Gatekeeper's status CRDs are served, and when that was last asked: without
     // Gatekeeper (standalone mode, scope sync on by default) nothing is written or refused.
     let mut served: Option<(bool, Instant)> = None;
-    while let Some((kind, obj)) = rx.recv().await {
-        let name = str_at(&obj, "/metadata/name").to_owned();
-        if last.get(&name) == Some(&obj) {
+    while let Some(msg) = rx.recv().await {
+        let (kind, name, obj) = match msg {
+            Message::Apply(kind, obj) => {
+                (kind, str_at(&obj, "/metadata/name").to_owned(), Some(obj))
+            }
+            Message::Delete(kind, name) => (kind, name, None),
+        };
+        if obj.is_some() && last.get(&name) == obj.as_ref() {
             continue;
         }
         let fresh = served.is_some_and(|(_, at)| at.elapsed() < RECHECK);
@@ -301,6 +323,20 @@ async fn run(
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &namespace, &kind.resource());
+        let Some(obj) = obj else {
+            last.remove(&name);
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => tracing::debug!(%name, kind = kind.kind(), "pod status deleted"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => tracing::warn!(
+                    %name,
+                    kind = kind.kind(),
+                    error = %e,
+                    "cannot delete the per-pod status of a deleted template or constraint; it stays until deleted by hand"
+                ),
+            }
+            continue;
+        };
         match api.patch(&name, &pp, &Patch::Apply(&obj)).await {
             Ok(_) => tracing::debug!(%name, kind = kind.kind(), "pod status written"),
             Err(e) => tracing::warn!(

@@ -58,6 +58,10 @@ pub async fn reconcile_constraint<C: Cluster>(
             }
         }
         delete_bindings_of(ctx, kind, name).await?;
+        ctx.observer.gone(&StatusTarget::Constraint {
+            kind: kind.into(),
+            name: name.into(),
+        });
         return Ok(Action::done());
     };
     let record = if ctx.config.weakened.naive_template_reads {

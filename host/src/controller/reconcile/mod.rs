@@ -105,6 +105,9 @@ pub trait Observer: Send + Sync + 'static {
     /// cached), written or not. Coexist mode mirrors it into Gatekeeper's per-pod status
     /// objects (`controller::podstatus`).
     fn status(&self, _target: &StatusTarget, _live: &Value, _status: &Value) {}
+    /// The template or constraint is gone (the API server does not have it): coexist mode
+    /// deletes its per-pod status object, which has no owner to be collected with.
+    fn gone(&self, _target: &StatusTarget) {}
 }
 
 /// Ignores observations.

@@ -100,6 +100,7 @@ pub(super) async fn template_gone<C: Cluster>(
     name: &str,
 ) -> Result<Action, ReconcileError> {
     let kind = known_kind(ctx, name);
+    ctx.observer.gone(&StatusTarget::Template(name.into()));
     ctx.publish(
         epoch,
         name,
