@@ -45,7 +45,9 @@
 //! * Selectors are copied verbatim; their shape is the host's to report (`malformed`).
 //!
 //! Size matters: no serde, no `format!`, no Unicode tables (kinds are ASCII), no sorting code.
-//! The bundled component is 107,428 bytes (Rust 1.95, `guest` profile); a test in the host
+//! The bundled component is 143,576 bytes (Rust 1.95, `guest` profile at `opt-level = 2`;
+//! 91 KB at `"s"`, which costs 31 % more instructions at 0 constraints and 20 % more at
+//! 1,000, counted by `host/benches/instructions.sh`); a test in the host
 //! (`runtime::tests::the_bundled_component_stays_within_its_size_budget`) holds it to
 //! [`COMPONENT_SIZE_BUDGET`]. The hand-written JSON and SHA-256 are what keep it there:
 //! `serde_json` (a `Value`, parse and `to_string`) plus `sha2` cost 50.4 KB of wasm in a
@@ -68,8 +70,8 @@ mod template;
 mod text;
 mod transform;
 
-/// The size the bundled component may not exceed, in bytes (112 KiB: 4.9 % above today's).
-pub const COMPONENT_SIZE_BUDGET: usize = 112 * 1024;
+/// The size the bundled component may not exceed, in bytes (150 KiB: 7 % above today's).
+pub const COMPONENT_SIZE_BUDGET: usize = 150 * 1024;
 
 #[cfg(target_arch = "wasm32")]
 mod arena;
