@@ -40,7 +40,10 @@ async fn a_fail_policy_denying_everything_does_not_reach_the_exempt_namespace() 
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{
                 "apiGroups": ["*"], "apiVersions": ["*"],
-                "operations": ["CREATE", "UPDATE"], "resources": ["*"]
+                "operations": ["CREATE", "UPDATE"], "resources": ["*"],
+                // Only namespaced objects: a namespaceSelector does not narrow cluster-scoped
+                // ones, and the next test binary on this control plane writes ClusterRoles.
+                "scope": "Namespaced"
             }]},
             "validations": [{"expression": "false", "message": "denied by the test"}]
         }
@@ -85,9 +88,26 @@ async fn a_fail_policy_denying_everything_does_not_reach_the_exempt_namespace() 
     vaps.patch(&name, &pp, &Patch::Apply(&policy))
         .await
         .expect("exempted policy");
+    wait_admitted(
+        &own_leases,
+        "Lease writes in the exempt namespace are still denied",
+    )
+    .await;
+    expect_allowed(&own_leases, &lease("vapgen")).await;
+    wait_denied(&other_leases, &lease("vapgen"), &name).await;
+
+    let _ = vapbs.delete(&name, &Default::default()).await;
+    let _ = vaps.delete(&name, &Default::default()).await;
+    // The API server drops a deleted policy a moment later; the next test binary on this
+    // control plane must not meet it.
+    wait_admitted(&other_leases, "the deleted deny-all policy still denies").await;
+}
+
+/// Waits until a dry-run create of a Lease is admitted in `leases`' namespace.
+async fn wait_admitted(leases: &Api<Lease>, still_denied: &str) {
     let start = std::time::Instant::now();
     loop {
-        let admitted = own_leases
+        let admitted = leases
             .create(
                 &kube::api::PostParams {
                     dry_run: true,
@@ -98,17 +118,9 @@ async fn a_fail_policy_denying_everything_does_not_reach_the_exempt_namespace() 
             .await
             .is_ok();
         if admitted {
-            break;
+            return;
         }
-        assert!(
-            start.elapsed() < ENFORCEMENT_TIMEOUT,
-            "Lease writes in the exempt namespace are still denied"
-        );
+        assert!(start.elapsed() < ENFORCEMENT_TIMEOUT, "{still_denied}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    expect_allowed(&own_leases, &lease("vapgen")).await;
-    wait_denied(&other_leases, &lease("vapgen"), &name).await;
-
-    let _ = vapbs.delete(&name, &Default::default()).await;
-    let _ = vaps.delete(&name, &Default::default()).await;
 }
