@@ -32,15 +32,10 @@ pub fn constraint_crd(template: &Value, kind: &str) -> Result<Value, CrdError> {
         return Err(CrdError::NoKind);
     }
     let plural = kind.to_ascii_lowercase();
-    let mut params = template
-        .pointer("/spec/crd/spec/validation/openAPIV3Schema")
-        .cloned()
-        .unwrap_or_else(|| json!({"x-kubernetes-preserve-unknown-fields": true}));
-    if !params.is_object() {
-        return Err(CrdError::SchemaNotAnObject);
-    }
-    if params.get("type").is_none() {
-        params["type"] = json!("object");
+    let mut params = parameters_schema(template)?;
+    if let Some(p) = params.as_mut().filter(|p| p.get("type").is_none()) {
+        // The API server wants a type on every structural schema node.
+        p["type"] = json!("object");
     }
     let schema = constraint_schema(params);
     let version = |name: &str, storage: bool| {
@@ -99,8 +94,8 @@ pub fn constraint_crd(template: &Value, kind: &str) -> Result<Value, CrdError> {
 /// [{name}]}`; `match` with its fields typed, globs by Gatekeeper's wildcard pattern, `source`
 /// an enum, selectors as label selectors. With it the API server refuses (and prunes) what
 /// Gatekeeper's CRD does, so standalone mode admits the same constraints (issue #13, F2).
-pub fn constraint_schema(params: Value) -> Value {
-    json!({
+pub fn constraint_schema(params: Option<Value>) -> Value {
+    let mut schema = json!({
         "type": "object",
         "properties": {
             "metadata": {
@@ -128,12 +123,75 @@ pub fn constraint_schema(params: Value) -> Value {
                         }
                     },
                     "match": match_schema(),
-                    "parameters": params
                 }
             },
             "status": {"x-kubernetes-preserve-unknown-fields": true}
         }
-    })
+    });
+    if let Some(params) = params {
+        schema["properties"]["spec"]["properties"]["parameters"] = params;
+    }
+    schema
+}
+
+/// The schema of `spec.parameters` in Gatekeeper's constraint CRD for `template` (frameworks'
+/// template conversion, v3.23.1, restated): the template's `openAPIV3Schema`, with
+/// `x-kubernetes-preserve-unknown-fields` added to every object (and to the items of an array
+/// without them) under `legacySchema`, which defaults to true in `v1beta1` and `v1alpha1`
+/// templates and to false in `v1`; without a schema, `{x-kubernetes-preserve-unknown-fields:
+/// true}` under `legacySchema`, else none, so that any `spec.parameters` is an unknown field.
+pub fn parameters_schema(template: &Value) -> Result<Option<Value>, CrdError> {
+    let validation = template.pointer("/spec/crd/spec/validation");
+    let legacy = validation
+        .and_then(|v| v.get("legacySchema"))
+        .and_then(Value::as_bool)
+        .unwrap_or_else(|| {
+            template.get("apiVersion").and_then(Value::as_str) != Some("templates.gatekeeper.sh/v1")
+        });
+    let schema = validation
+        .and_then(|v| v.get("openAPIV3Schema"))
+        .filter(|s| !s.is_null());
+    match schema {
+        None if legacy => Ok(Some(json!({"x-kubernetes-preserve-unknown-fields": true}))),
+        None => Ok(None),
+        Some(s) if !s.is_object() => Err(CrdError::SchemaNotAnObject),
+        Some(s) => {
+            let mut s = s.clone();
+            if legacy {
+                add_preserve_unknown_fields(&mut s);
+            }
+            Ok(Some(s))
+        }
+    }
+}
+
+/// frameworks' `schema.AddPreserveUnknownFields`: every object (or untyped) node keeps unknown
+/// fields; an array without an item schema gets one that does.
+fn add_preserve_unknown_fields(s: &mut Value) {
+    let Some(m) = s.as_object_mut() else {
+        return;
+    };
+    match m.get("type").and_then(Value::as_str).unwrap_or("") {
+        "" | "object" => {
+            m.insert("x-kubernetes-preserve-unknown-fields".into(), json!(true));
+        }
+        "array" if !m.get("items").is_some_and(Value::is_object) => {
+            m.insert(
+                "items".into(),
+                json!({"x-kubernetes-preserve-unknown-fields": true}),
+            );
+        }
+        _ => {}
+    }
+    if let Some(props) = m.get_mut("properties").and_then(Value::as_object_mut) {
+        props.values_mut().for_each(add_preserve_unknown_fields);
+    }
+    if let Some(items) = m.get_mut("items") {
+        add_preserve_unknown_fields(items);
+    }
+    if let Some(extra) = m.get_mut("additionalProperties").filter(|a| a.is_object()) {
+        add_preserve_unknown_fields(extra);
+    }
 }
 
 /// Gatekeeper's wildcard pattern for namespaces and names: an optional `*` at either end.
@@ -234,5 +292,55 @@ mod tests {
             constraint_crd(&bad, "K8sFoo").unwrap_err().to_string(),
             "spec.crd.spec.validation.openAPIV3Schema must be an object"
         );
+    }
+
+    #[test]
+    fn parameters_follow_gatekeepers_legacy_schema_rule() {
+        let template = |version: &str, validation: Value| {
+            json!({"apiVersion": format!("templates.gatekeeper.sh/{version}"),
+                "spec": {"crd": {"spec": {"names": {"kind": "K"}, "validation": validation}}}})
+        };
+        let labels = json!({"openAPIV3Schema": {"type": "object", "properties": {
+            "labels": {"type": "array", "items": {"type": "object", "properties": {"key": {"type": "string"}}}},
+            "any": {"type": "array"}}}});
+        // v1: the schema as written; no schema, no parameters at all.
+        assert_eq!(
+            parameters_schema(&template("v1", labels.clone())).unwrap(),
+            Some(labels["openAPIV3Schema"].clone())
+        );
+        assert_eq!(
+            parameters_schema(&template("v1", Value::Null)).unwrap(),
+            None
+        );
+        // v1beta1 (and v1alpha1): legacySchema defaults to true.
+        let legacy = parameters_schema(&template("v1beta1", labels.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(legacy["x-kubernetes-preserve-unknown-fields"], true);
+        let items = &legacy["properties"]["labels"]["items"];
+        assert_eq!(items["x-kubernetes-preserve-unknown-fields"], true);
+        assert!(
+            items["properties"]["key"]
+                .get("x-kubernetes-preserve-unknown-fields")
+                .is_none()
+        );
+        assert_eq!(
+            legacy["properties"]["any"]["items"],
+            json!({"x-kubernetes-preserve-unknown-fields": true})
+        );
+        assert_eq!(
+            parameters_schema(&template("v1alpha1", Value::Null)).unwrap(),
+            Some(json!({"x-kubernetes-preserve-unknown-fields": true}))
+        );
+        // An explicit legacySchema wins over the version's default.
+        let mut off = labels.clone();
+        off["legacySchema"] = json!(false);
+        assert_eq!(
+            parameters_schema(&template("v1beta1", off)).unwrap(),
+            Some(labels["openAPIV3Schema"].clone())
+        );
+        let crd = constraint_crd(&template("v1", Value::Null), "K").unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert!(spec["properties"].get("parameters").is_none());
     }
 }

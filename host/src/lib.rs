@@ -14,6 +14,7 @@
 //! * [`manifest`] reads Kubernetes objects from YAML files.
 //! * [`snapshot`] turns objects into the module's inputs.
 //! * [`render`] turns a plan into Kubernetes objects; [`crd`] makes constraint CRDs.
+//! * [`schema`] checks an object against a CRD's structural schema (constraints in `plan`).
 //! * [`celcheck`] checks a policy's CEL offline (syntax, variables, known functions).
 //! * [`planner`] ties them together for a set of objects (used by `vapgen plan`).
 //! * [`suite`] runs decision test suites (`vapgen test`).
@@ -34,6 +35,7 @@ pub mod manifest;
 pub mod planner;
 pub mod render;
 pub mod runtime;
+pub mod schema;
 pub mod snapshot;
 pub mod suite;
 #[cfg(feature = "controller")]

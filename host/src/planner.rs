@@ -13,7 +13,7 @@ use crate::crd;
 use crate::manifest::SourcedObject;
 use crate::render::{self, Owner};
 use crate::runtime::{CallError, Decide};
-use crate::snapshot;
+use crate::{schema, snapshot};
 
 /// Objects sorted by role.
 #[derive(Debug, Default)]
@@ -324,7 +324,7 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
                 .push(PlanError::new(subject, &c.origin, why.to_string()));
             continue;
         }
-        if let Err(why) = check_selectors(&c.object).and_then(|()| check_match(&c.object)) {
+        if let Err(why) = check_selectors(&c.object) {
             report
                 .problems
                 .push(PlanError::new(subject, &c.origin, why.to_string()));
@@ -340,9 +340,10 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
         if !kind.is_empty() {
             planned_kinds.insert(kind);
         }
+        let constraints = fitting_constraints(t, constraints, &mut report.problems);
         report
             .kinds
-            .push(plan_one(decider, settings, t, constraints));
+            .push(plan_one(decider, settings, t, &constraints));
     }
     for (kind, cs) in &by_kind {
         if !planned_kinds.contains(kind) {
@@ -371,8 +372,8 @@ pub fn plan(decider: &dyn Decide, settings: &Settings, inputs: &Inputs) -> PlanR
 }
 
 /// Why a constraint's `spec.match` is refused where Gatekeeper runs: a selector that is no
-/// label selector (its webhook), or a field its constraint CRD's schema refuses. Such a
-/// constraint never exists there.
+/// label selector (its webhook; what its constraint CRD's schema refuses is
+/// [`fitting_constraints`]'s). Such a constraint never exists there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
 pub struct MatchError {
@@ -436,112 +437,36 @@ pub fn check_selectors(constraint: &Value) -> Result<(), MatchError> {
     Ok(())
 }
 
-/// Whether `glob` matches Gatekeeper's wildcard pattern `^\*?[-:a-z0-9]*\*?$` (the
-/// constraint CRD's for `match.namespaces`, `excludedNamespaces` and `name`).
-fn is_glob(glob: &str) -> bool {
-    let g = glob.strip_prefix('*').unwrap_or(glob);
-    let g = g.strip_suffix('*').unwrap_or(g);
-    g.bytes()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b':')
-}
-
-/// Checks the fields of `spec.match` that Gatekeeper's constraint CRD types ([`crd`]'s schema):
-/// `kinds` a list of objects with string lists, `namespaces`/`excludedNamespaces` lists of
-/// strings and `name` a string, each by the wildcard pattern, `scope` a string, `source` one
-/// of `All`, `Generated`, `Original`. (Parameters are not checked against the template's
-/// schema; the API server does that where the CRD exists.)
-pub fn check_match(constraint: &Value) -> Result<(), MatchError> {
-    let Some(m) = constraint.pointer("/spec/match").filter(|m| !m.is_null()) else {
-        return Ok(());
+/// The constraints of `template`'s kind that its constraint CRD's schema admits (Gatekeeper's
+/// schema: [`crd::constraint_schema`] with [`crd::parameters_schema`]); each refused one is a
+/// problem, as Gatekeeper's webhook and the API server refuse it and it never exists. A
+/// template whose parameter schema is no object has no CRD, so nothing is checked here.
+fn fitting_constraints<'a>(
+    template: &SourcedObject,
+    constraints: &[&'a SourcedObject],
+    problems: &mut Vec<PlanError>,
+) -> Vec<&'a SourcedObject> {
+    let Ok(params) = crd::parameters_schema(&template.object) else {
+        return constraints.to_vec();
     };
-    let fail = |field: String, problem: String| Err(MatchError { field, problem });
-    let type_name = |v: &Value| match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    };
-    let Some(m) = m.as_object() else {
-        return fail(
-            "spec.match".into(),
-            format!(
-                "Invalid value: \"{}\": must be of type object",
-                type_name(m)
-            ),
-        );
-    };
-    let wrong_type = |field: String, v: &Value, want: &str| {
-        fail(
-            field,
-            format!(
-                "Invalid value: \"{}\": must be of type {want}",
-                type_name(v)
-            ),
-        )
-    };
-    let glob = |field: String, v: &Value| match v.as_str() {
-        None => wrong_type(field, v, "string"),
-        Some(g) if !is_glob(g) => fail(
-            field,
-            format!("Invalid value: {g:?}: should match '{}'", crd::GLOB_PATTERN),
-        ),
-        Some(_) => Ok(()),
-    };
-    for (key, v) in m {
-        let field = format!("spec.match.{key}");
-        if v.is_null() {
-            continue;
-        }
-        match key.as_str() {
-            "kinds" => {
-                let Some(items) = v.as_array() else {
-                    return wrong_type(field, v, "array");
-                };
-                for (i, k) in items.iter().enumerate() {
-                    let Some(k) = k.as_object() else {
-                        return wrong_type(format!("{field}[{i}]"), k, "object");
-                    };
-                    for list in ["apiGroups", "kinds"] {
-                        let Some(l) = k.get(list).filter(|l| !l.is_null()) else {
-                            continue;
-                        };
-                        let Some(l) = l.as_array() else {
-                            return wrong_type(format!("{field}[{i}].{list}"), l, "array");
-                        };
-                        if let Some((j, s)) = l.iter().enumerate().find(|(_, s)| !s.is_string()) {
-                            return wrong_type(format!("{field}[{i}].{list}[{j}]"), s, "string");
-                        }
-                    }
-                }
-            }
-            "namespaces" | "excludedNamespaces" => {
-                let Some(items) = v.as_array() else {
-                    return wrong_type(field, v, "array");
-                };
-                for (i, g) in items.iter().enumerate() {
-                    glob(format!("{field}[{i}]"), g)?;
-                }
-            }
-            "name" => glob(field, v)?,
-            "scope" if !v.is_string() => return wrong_type(field, v, "string"),
-            "source" => match v.as_str() {
-                Some("All" | "Generated" | "Original") => {}
-                Some(other) => {
-                    return fail(
-                        field,
-                        format!(
-                            "Unsupported value: {other:?}: supported values: \"All\", \"Generated\", \"Original\""
-                        ),
-                    );
-                }
-                None => return wrong_type(field, v, "string"),
-            },
-            _ => {}
+    let schema = crd::constraint_schema(params);
+    let validator = schema::Validator::new(&schema);
+    let mut fit = Vec::with_capacity(constraints.len());
+    for c in constraints {
+        match validator.validate(&c.object) {
+            Ok(()) => fit.push(*c),
+            Err(why) => problems.push(PlanError::new(
+                format!(
+                    "constraint {}/{}",
+                    snapshot::kind_of(&c.object),
+                    snapshot::name_of(&c.object)
+                ),
+                &c.origin,
+                format!("its constraint CRD refuses it: {why}"),
+            )),
         }
     }
-    Ok(())
+    fit
 }
 
 /// Why a name is no valid object name (see [`check_name`]).

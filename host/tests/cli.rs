@@ -309,6 +309,87 @@ fn plan_refuses_what_the_constraint_crd_refuses_in_match() {
     }
 }
 
+/// The rest of Gatekeeper's constraint CRD schema is checked too (issue #13, F2): parameters
+/// against the template's `openAPIV3Schema`, the 63-character name limit, fields the schema
+/// does not know; a v1beta1 template's parameters keep unknown fields (`legacySchema`).
+#[test]
+fn plan_refuses_what_the_constraint_crd_schema_refuses() {
+    let constraint = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\n\
+             metadata:\n  name: {name}\n  labels: {{team: a}}\nspec:\n{spec}"
+        )
+    };
+    let long = "n".repeat(64);
+    for (name, spec, says) in [
+        (
+            "p",
+            "  parameters:\n    labels: owner\n",
+            "spec.parameters.labels: Invalid value: \"string\": must be of type array",
+        ),
+        (
+            "p",
+            "  parameters:\n    labels: [a, 1]\n",
+            "spec.parameters.labels[1]: Invalid value: \"number\": must be of type string",
+        ),
+        (
+            long.as_str(),
+            "  parameters:\n    labels: [a]\n",
+            "metadata.name: Too long: may not be more than 63 characters",
+        ),
+        (
+            "u",
+            "  parameters:\n    labels: [a]\n    extra: 1\n  enforcementActions: deny\n",
+            "unknown fields: spec.enforcementActions, spec.parameters.extra",
+        ),
+    ] {
+        let (code, out, err) = vapgen(
+            &["plan", "-f", "requiredlabels/template.yaml", "-f", "-"],
+            &constraint(name, spec),
+        );
+        assert_eq!(code, 1, "{spec}: {err}");
+        assert!(
+            err.contains("its constraint CRD refuses it"),
+            "{spec}: {err}"
+        );
+        assert!(err.contains(says), "{spec}: {err}");
+        assert!(
+            !kinds(&out)
+                .iter()
+                .any(|k| k == "ValidatingAdmissionPolicyBinding"),
+            "{spec}: a binding was rendered: {out}"
+        );
+    }
+    // The same template as v1beta1: legacySchema keeps unknown parameters; types still count.
+    let v1beta1 = std::fs::read_to_string(examples().join("requiredlabels/template.yaml"))
+        .unwrap()
+        .replace(
+            "templates.gatekeeper.sh/v1\n",
+            "templates.gatekeeper.sh/v1beta1\n",
+        );
+    let dir = scratch("legacy-schema");
+    std::fs::write(dir.join("template.yaml"), v1beta1).unwrap();
+    let template = dir.join("template.yaml");
+    let template = template.to_str().unwrap();
+    let (code, out, err) = vapgen(
+        &["plan", "-f", template, "-f", "-"],
+        &constraint("u", "  parameters:\n    labels: [a]\n    extra: 1\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        kinds(&out)
+            .iter()
+            .any(|k| k == "ValidatingAdmissionPolicyBinding"),
+        "{out}"
+    );
+    let (code, _, err) = vapgen(
+        &["plan", "-f", template, "-f", "-"],
+        &constraint("p", "  parameters:\n    labels: owner\n"),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("must be of type array"), "{err}");
+}
+
 /// YAML 1.1 booleans as kubectl reads them: `generateVAP: no` opts the template out.
 #[test]
 fn plan_reads_yaml_1_1_booleans_as_kubectl() {
