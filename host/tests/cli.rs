@@ -84,6 +84,13 @@ fn kinds(yaml: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a YAML stream holds a ValidatingAdmissionPolicyBinding.
+fn has_binding(yaml: &str) -> bool {
+    kinds(yaml)
+        .iter()
+        .any(|k| k == "ValidatingAdmissionPolicyBinding")
+}
+
 /// A scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vapgen-cli-{name}-{}", std::process::id()));
@@ -204,12 +211,7 @@ fn plan_refuses_empty_duplicate_and_invalid_input() {
         );
         assert_eq!(code, 1, "{bad}: {err}");
         assert!(err.contains("not a valid object name"), "{bad}: {err}");
-        assert!(
-            !kinds(&out)
-                .iter()
-                .any(|k| k == "ValidatingAdmissionPolicyBinding"),
-            "{bad}: a binding was rendered: {out}"
-        );
+        assert!(!has_binding(&out), "{bad}: a binding was rendered: {out}");
     }
 }
 
@@ -244,24 +246,14 @@ fn plan_refuses_selectors_that_are_no_label_selectors() {
             err.contains(&format!("spec.match.namespaceSelector.{field}")),
             "{expr}: {err}"
         );
-        assert!(
-            !kinds(&out)
-                .iter()
-                .any(|k| k == "ValidatingAdmissionPolicyBinding"),
-            "{expr}: a binding was rendered: {out}"
-        );
+        assert!(!has_binding(&out), "{expr}: a binding was rendered: {out}");
     }
     let (code, out, err) = vapgen(
         &["plan", "-f", "requiredlabels/template.yaml", "-f", "-"],
         &constraint("{key: env, operator: In, values: [prod]}"),
     );
     assert_eq!(code, 0, "{err}");
-    assert!(
-        kinds(&out)
-            .iter()
-            .any(|k| k == "ValidatingAdmissionPolicyBinding"),
-        "{out}"
-    );
+    assert!(has_binding(&out), "{out}");
 }
 
 /// What Gatekeeper's constraint CRD refuses in `spec.match` is an input error too: globs off its
@@ -300,12 +292,7 @@ fn plan_refuses_what_the_constraint_crd_refuses_in_match() {
     ] {
         let (code, out, err) = plan(m);
         assert_eq!(code, 0, "{m}: {err}");
-        assert!(
-            kinds(&out)
-                .iter()
-                .any(|k| k == "ValidatingAdmissionPolicyBinding"),
-            "{m}: {out}"
-        );
+        assert!(has_binding(&out), "{m}: {out}");
     }
 }
 
@@ -353,12 +340,7 @@ fn plan_refuses_what_the_constraint_crd_schema_refuses() {
             "{spec}: {err}"
         );
         assert!(err.contains(says), "{spec}: {err}");
-        assert!(
-            !kinds(&out)
-                .iter()
-                .any(|k| k == "ValidatingAdmissionPolicyBinding"),
-            "{spec}: a binding was rendered: {out}"
-        );
+        assert!(!has_binding(&out), "{spec}: a binding was rendered: {out}");
     }
     // The same template as v1beta1: legacySchema keeps unknown parameters; types still count.
     let v1beta1 = std::fs::read_to_string(examples().join("requiredlabels/template.yaml"))
@@ -376,12 +358,7 @@ fn plan_refuses_what_the_constraint_crd_schema_refuses() {
         &constraint("u", "  parameters:\n    labels: [a]\n    extra: 1\n"),
     );
     assert_eq!(code, 0, "{err}");
-    assert!(
-        kinds(&out)
-            .iter()
-            .any(|k| k == "ValidatingAdmissionPolicyBinding"),
-        "{out}"
-    );
+    assert!(has_binding(&out), "{out}");
     let (code, _, err) = vapgen(
         &["plan", "-f", template, "-f", "-"],
         &constraint("p", "  parameters:\n    labels: owner\n"),
