@@ -31,6 +31,20 @@ pub struct Violation {
     pub problem: String,
 }
 
+impl Violation {
+    /// A violation of the field at `path` (`<root>` for the object itself).
+    fn at(path: &str, problem: impl Into<String>) -> Self {
+        Violation {
+            field: if path.is_empty() {
+                "<root>".to_string()
+            } else {
+                path.to_string()
+            },
+            problem: problem.into(),
+        }
+    }
+}
+
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.problem)
@@ -102,19 +116,7 @@ impl<'s> Validator<'s> {
         if out.len() >= MAX_VIOLATIONS || !s.is_object() {
             return;
         }
-        let here = |path: &str| {
-            if path.is_empty() {
-                "<root>".to_string()
-            } else {
-                path.to_string()
-            }
-        };
-        let mut fail = |problem: String| {
-            out.push(Violation {
-                field: here(path),
-                problem,
-            })
-        };
+        let mut fail = |problem: String| out.push(Violation::at(path, problem));
         let flag = |k: &str| s.get(k).and_then(Value::as_bool).unwrap_or(false);
         let int_or_string = flag("x-kubernetes-int-or-string");
         let ty = s.get("type").and_then(Value::as_str).unwrap_or("");
@@ -150,6 +152,22 @@ impl<'s> Validator<'s> {
         }
         let num = |k: &str| s.get(k).and_then(Value::as_f64);
         let count = |k: &str| s.get(k).and_then(Value::as_u64);
+        let counted = match v {
+            Value::Array(a) => Some((a.len(), "maxItems", "minItems", "items")),
+            Value::Object(o) => Some((o.len(), "maxProperties", "minProperties", "properties")),
+            _ => None,
+        };
+        if let Some((n, max_key, min_key, noun)) = counted {
+            let n = n as u64;
+            if let Some(max) = count(max_key).filter(|m| n > *m) {
+                fail(format!("Too many: {n}: must have at most {max} {noun}"));
+            }
+            if let Some(min) = count(min_key).filter(|m| n < *m) {
+                fail(format!(
+                    "Invalid value: {n}: should have at least {min} {noun}"
+                ));
+            }
+        }
         match v {
             Value::String(text) => {
                 let chars = text.chars().count() as u64;
@@ -199,15 +217,6 @@ impl<'s> Validator<'s> {
                 }
             }
             Value::Array(items) => {
-                let n = items.len() as u64;
-                if let Some(max) = count("maxItems").filter(|m| n > *m) {
-                    fail(format!("Too many: {n}: must have at most {max} items"));
-                }
-                if let Some(min) = count("minItems").filter(|m| n < *m) {
-                    fail(format!(
-                        "Invalid value: {n}: should have at least {min} items"
-                    ));
-                }
                 if flag("uniqueItems")
                     && let Some(d) =
                         (1..items.len()).find(|&i| items[..i].iter().any(|x| json_eq(x, &items[i])))
@@ -215,18 +224,7 @@ impl<'s> Validator<'s> {
                     fail(format!("Duplicate value: {}", items[d]));
                 }
             }
-            Value::Object(fields) => {
-                let n = fields.len() as u64;
-                if let Some(max) = count("maxProperties").filter(|m| n > *m) {
-                    fail(format!("Too many: {n}: must have at most {max} properties"));
-                }
-                if let Some(min) = count("minProperties").filter(|m| n < *m) {
-                    fail(format!(
-                        "Invalid value: {n}: should have at least {min} properties"
-                    ));
-                }
-            }
-            Value::Bool(_) | Value::Null => {}
+            Value::Bool(_) | Value::Null | Value::Object(_) => {}
         }
         self.check_combinators(v, s, path, out);
         let len = path.len();
@@ -239,12 +237,7 @@ impl<'s> Validator<'s> {
                             !x.is_null() || prop(props, key).is_some_and(is_nullable)
                         });
                         if !present {
-                            push_key(path, key);
-                            out.push(Violation {
-                                field: path.clone(),
-                                problem: "Required value".into(),
-                            });
-                            path.truncate(len);
+                            out.push(Violation::at(&child(path, key), "Required value"));
                         }
                     }
                 }
@@ -256,12 +249,10 @@ impl<'s> Validator<'s> {
                     };
                     let Some(sub) = sub else {
                         if extra == Some(&Value::Bool(false)) {
-                            push_key(path, key);
-                            out.push(Violation {
-                                field: path.clone(),
-                                problem: "Forbidden: additional properties are not allowed".into(),
-                            });
-                            path.truncate(len);
+                            out.push(Violation::at(
+                                &child(path, key),
+                                "Forbidden: additional properties are not allowed",
+                            ));
                         }
                         continue;
                     };
@@ -294,11 +285,6 @@ impl<'s> Validator<'s> {
             self.check(v, sub, path, &mut scratch);
             scratch.is_empty()
         };
-        let field = if path.is_empty() {
-            "<root>".to_string()
-        } else {
-            path.clone()
-        };
         if let Some(all) = s.get("allOf").and_then(Value::as_array) {
             for sub in all {
                 self.check(v, sub, path, out);
@@ -308,27 +294,27 @@ impl<'s> Validator<'s> {
             && !any.is_empty()
             && !any.iter().any(|sub| passes(sub, path))
         {
-            out.push(Violation {
-                field: field.clone(),
-                problem: "Invalid value: must validate at least one schema (anyOf)".into(),
-            });
+            out.push(Violation::at(
+                path,
+                "Invalid value: must validate at least one schema (anyOf)",
+            ));
         }
         if let Some(one) = s.get("oneOf").and_then(Value::as_array)
             && !one.is_empty()
             && one.iter().filter(|sub| passes(sub, path)).count() != 1
         {
-            out.push(Violation {
-                field: field.clone(),
-                problem: "Invalid value: must validate one and only one schema (oneOf)".into(),
-            });
+            out.push(Violation::at(
+                path,
+                "Invalid value: must validate one and only one schema (oneOf)",
+            ));
         }
         if let Some(not) = s.get("not").filter(|n| n.is_object())
             && passes(not, path)
         {
-            out.push(Violation {
-                field,
-                problem: "Invalid value: must not validate the schema (not)".into(),
-            });
+            out.push(Violation::at(
+                path,
+                "Invalid value: must not validate the schema (not)",
+            ));
         }
     }
 }
@@ -422,6 +408,13 @@ fn prop<'a>(props: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a Valu
 
 fn is_nullable(s: &Value) -> bool {
     s.get("nullable").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// `path.key`.
+fn child(path: &str, key: &str) -> String {
+    let mut p = path.to_string();
+    push_key(&mut p, key);
+    p
 }
 
 fn push_key(path: &mut String, key: &str) {
